@@ -1,0 +1,39 @@
+"""Job functions, registered by name: config.yaml and stored jobs refer to these names only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from jobs.daily_report import daily_report
+from jobs.reminders import deliver_reminder
+from jobs.token_cleanup import token_cleanup
+from scheduler_app.executor import RegisteredJob
+
+REGISTRY: Mapping[str, RegisteredJob] = MappingProxyType(
+    {
+        job.name: job
+        for job in (
+            RegisteredJob(
+                "deliver_reminder",
+                deliver_reminder,
+                "Deliver one reminder e-mail.",
+                configurable=False,
+            ),
+            RegisteredJob(
+                "daily_report",
+                daily_report,
+                "Write and mail a report of the last 24 hours' reminders and job runs.",
+                configurable=True,
+            ),
+            RegisteredJob(
+                "token_cleanup",
+                token_cleanup,
+                "Expire old cancel tokens and Idempotency-Keys; delete old reminders and runs.",
+                configurable=True,
+            ),
+        )
+    }
+)
+
+__all__ = ["REGISTRY"]

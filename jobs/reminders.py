@@ -1,0 +1,80 @@
+"""Reminder delivery: the job that the scheduler runs when a reminder falls due."""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import timedelta
+from email.message import EmailMessage
+
+from scheduler_app import delivery
+from scheduler_app.db import with_db_retries
+from scheduler_app.executor import JobContext, Missed, RetryLater
+from scheduler_app.mail import DeliveryError, compose_message
+from scheduler_app.models import Reminder
+
+logger = logging.getLogger(__name__)
+_jitter = random.Random()  # noqa: S311 (spreading retries, not security)
+
+
+async def deliver_reminder(ctx: JobContext, reminder_id: str) -> str:
+    """Send the reminder unless it is no longer scheduled or is past the late-delivery window.
+
+    Returns "sent" or "skipped" (cancelled or already finished). Raises Missed past the
+    window, RetryLater after a transient failure with attempts left, or the error itself
+    once the reminder is marked failed.
+    """
+    policy = ctx.settings.reminders
+    window = timedelta(seconds=policy.late_window_s)
+
+    def start() -> tuple[str, Reminder | None]:
+        with ctx.sessions() as session:
+            return delivery.start_delivery(session, reminder_id, ctx.clock(), window)
+
+    # Each database step runs in a worker thread with its own short session, so no connection
+    # is held while the message is on its way.
+    outcome, reminder = await with_db_retries(start)
+    if reminder is None:
+        if outcome in ("missed", "failed"):
+            logger.warning("reminder %s %s: past its late-delivery window", reminder_id, outcome)
+            raise Missed(
+                f"{outcome}: past the late-delivery window (see the reminder's last_error)"
+            )
+        return outcome
+    try:
+        await ctx.mail.send(render_reminder(reminder, ctx))
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, DeliveryError) else str(exc)
+        transient = isinstance(exc, DeliveryError) and exc.transient
+        if transient and reminder.attempts < policy.max_attempts:
+            retry_at = ctx.clock() + delivery.retry_delay(reminder.attempts, policy, _jitter)
+            await _in_session(ctx, delivery.record_retry, reminder_id, ctx.clock(), retry_at, error)
+            raise RetryLater(retry_at, f"attempt {reminder.attempts}: {error}") from exc
+        why = "permanent error" if not transient else f"gave up after {reminder.attempts} attempts"
+        await _in_session(ctx, delivery.mark_failed, reminder_id, ctx.clock(), f"{why}: {error}")
+        raise
+    await _in_session(ctx, delivery.mark_sent, reminder_id, ctx.clock())
+    return "sent"
+
+
+async def _in_session(ctx: JobContext, step: object, *args: object) -> None:
+    def run() -> None:
+        with ctx.sessions() as session:
+            step(session, *args)  # type: ignore[operator]
+
+    # Recording the outcome outlasts a database outage of about a minute: once a message is
+    # out, failing to mark it sent would send it again after recovery.
+    await with_db_retries(run, attempts=8)
+
+
+def render_reminder(reminder: Reminder, ctx: JobContext) -> EmailMessage:
+    return compose_message(
+        to=reminder.email,
+        from_address=ctx.settings.mail.from_address,
+        subject=reminder.subject,
+        body=reminder.message
+        or f"This is the reminder you asked for, due at {reminder.remind_at:%Y-%m-%d %H:%M} UTC.",
+        sent_at=ctx.clock(),
+        stable_id=f"reminder-{reminder.id}",
+        headers={"X-Reminder-Id": reminder.id},
+    )

@@ -1,0 +1,1 @@
+"""scheduler_app: durable reminders and recurring jobs for Python web backends."""

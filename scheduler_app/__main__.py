@@ -1,0 +1,3 @@
+from scheduler_app.cli import main
+
+main()

@@ -1,0 +1,55 @@
+"""Operator routes for the service as a whole: reload the configuration, quarantined jobs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from scheduler_app import quarantine
+from scheduler_app.api.deps import AdminDep, RuntimeDep, SessionDep
+from scheduler_app.schemas import QuarantinedJobPublic, ReloadResult
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
+
+
+@router.post(
+    "/reload",
+    response_model=ReloadResult,
+    responses={
+        401: {"description": "Missing or wrong admin token."},
+        422: {"description": "The file is invalid; nothing was changed. `detail` lists why."},
+    },
+)
+async def reload_configuration(runtime: RuntimeDep) -> ReloadResult:
+    """Re-read config.yaml and bring the cron jobs in line with it."""
+    plan = await runtime.reload()
+    return ReloadResult(**plan.summary())
+
+
+@router.get(
+    "/quarantined-jobs",
+    response_model=list[QuarantinedJobPublic],
+    responses={401: {"description": "Missing or wrong admin token."}},
+)
+def list_quarantined_jobs(session: SessionDep) -> list[QuarantinedJobPublic]:
+    """Stored jobs that could not be restored (renamed function, corrupt data), set aside."""
+    return [
+        QuarantinedJobPublic.model_validate(job, from_attributes=True)
+        for job in quarantine.list_quarantined(session)
+    ]
+
+
+@router.post(
+    "/quarantined-jobs/{job_id}/restore",
+    status_code=204,
+    response_class=Response,
+    responses={
+        401: {"description": "Missing or wrong admin token."},
+        404: {"description": "No quarantined job with this id."},
+        409: {"description": "A job with this id is scheduled already."},
+    },
+)
+def restore_quarantined_job(job_id: str, runtime: RuntimeDep, session: SessionDep) -> Response:
+    """Put a set-aside job back after the cause was repaired (e.g. the code deployed again)."""
+    quarantine.restore(session, job_id)
+    runtime.scheduler.wakeup()
+    return Response(status_code=204)

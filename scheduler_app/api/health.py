@@ -1,0 +1,44 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Response, status
+
+from scheduler_app.api.deps import RuntimeDep
+from scheduler_app.db import ping
+from scheduler_app.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+DATABASE_TIMEOUT_S = 2.0
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """Answer while the process is up."""
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "Not ready; checks say why."}},
+)
+async def readyz(runtime: RuntimeDep, response: Response) -> Health:
+    """Ready when the scheduler runs (unless disabled here) and the database answers."""
+    checks: dict[str, str] = {}
+    if not runtime.settings.scheduler.enabled:
+        checks["scheduler"] = "disabled in this process"
+    else:
+        checks["scheduler"] = "running" if runtime.scheduler_running else "not running"
+    try:
+        await asyncio.wait_for(asyncio.to_thread(ping, runtime.engine), DATABASE_TIMEOUT_S)
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    ready = checks["database"] == "ok" and checks["scheduler"] != "not running"
+    if not ready:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return Health(status="ready" if ready else "unavailable", checks=checks)

@@ -1,0 +1,180 @@
+"""Routes for one-off reminders: POST /subscribe, GET and DELETE /reminders/{id}."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+from sqlalchemy.orm import Session
+
+from scheduler_app import reminders
+from scheduler_app.api.deps import AdminDep, BearerTokenDep, RuntimeDep, SessionDep
+from scheduler_app.models import Reminder, ReminderStatus
+from scheduler_app.pagination import decode_cursor, encode_cursor, parse_cursor_time
+from scheduler_app.runtime import Runtime
+from scheduler_app.schemas import (
+    ReminderCreate,
+    ReminderCreated,
+    ReminderPublic,
+    RemindersPage,
+    RetryFilter,
+    RetryResult,
+)
+
+router = APIRouter(tags=["reminders"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Repeat a request with the same key to get the first reminder back.",
+    ),
+]
+
+_AUTH_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"description": "No bearer token."},
+    403: {"description": "The token is neither this reminder's cancel token nor the admin token."},
+    404: {"description": "No reminder with this id."},
+}
+
+
+def _authorize(reminder: Reminder, token: str, runtime: Runtime) -> None:
+    ttl = timedelta(days=runtime.settings.retention.cancel_token_days)
+    reminders.authorize(reminder, token, runtime.admin_token, now=runtime.clock(), token_ttl=ttl)
+
+
+def _public(reminder: Reminder) -> ReminderPublic:
+    return ReminderPublic.model_validate(reminder, from_attributes=True)
+
+
+@router.post(
+    "/subscribe",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ReminderCreated,
+    responses={422: {"description": "A field is invalid; `detail[].loc` names it."}},
+)
+def subscribe(
+    body: ReminderCreate,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> ReminderCreated:
+    """Schedule a one-off reminder e-mail."""
+    subscription = reminders.subscribe(
+        session,
+        body,
+        now=runtime.clock(),
+        limits=runtime.settings.reminders,
+        idempotency_key=idempotency_key,
+    )
+    reminder = subscription.reminder
+    if subscription.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        runtime.schedule_reminder(reminder.id, reminder.remind_at)
+    response.headers["Location"] = f"/reminders/{reminder.id}"
+    return ReminderCreated(**_public(reminder).model_dump(), cancel_token=subscription.cancel_token)
+
+
+@router.get("/reminders/{reminder_id}", response_model=ReminderPublic, responses=_AUTH_ERRORS)
+def get_reminder(
+    reminder_id: str, token: BearerTokenDep, runtime: RuntimeDep, session: SessionDep
+) -> ReminderPublic:
+    """Show a reminder and its delivery status."""
+    reminder = reminders.get_reminder(session, reminder_id)
+    _authorize(reminder, token, runtime)
+    return _public(reminder)
+
+
+@router.delete(
+    "/reminders/{reminder_id}",
+    response_model=ReminderPublic,
+    responses={**_AUTH_ERRORS, 409: {"description": "Already sent, failed or missed."}},
+)
+def cancel_reminder(
+    reminder_id: str, token: BearerTokenDep, runtime: RuntimeDep, session: SessionDep
+) -> ReminderPublic:
+    """Cancel a scheduled reminder; cancelling a cancelled one again is a no-op."""
+    reminder = reminders.get_reminder(session, reminder_id)
+    _authorize(reminder, token, runtime)
+    reminders.cancel(session, reminder, runtime.clock())
+    runtime.unschedule_reminder(reminder.id)
+    return _public(reminder)
+
+
+@router.get(
+    "/reminders",
+    response_model=RemindersPage,
+    dependencies=[AdminDep],
+    responses={401: {"description": "Missing or wrong admin token."}},
+)
+def list_reminders(
+    session: SessionDep,
+    status: ReminderStatus | None = None,
+    email: Annotated[str | None, Query(max_length=320)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+) -> RemindersPage:
+    """List reminders, most recently changed first; `status=failed` for the failed queue."""
+    before = None
+    if cursor:
+        at, reminder_id = decode_cursor(cursor, 2)
+        before = (parse_cursor_time(at), str(reminder_id))
+    found = reminders.find_reminders(
+        session, status=status, email=email, limit=limit + 1, before=before
+    )
+    page = found[:limit]
+    next_cursor = None
+    if len(found) > limit:
+        next_cursor = encode_cursor(page[-1].updated_at.isoformat(), page[-1].id)
+    return RemindersPage(items=[_public(r) for r in page], next_cursor=next_cursor)
+
+
+@router.post(
+    "/reminders/retry",
+    response_model=RetryResult,
+    dependencies=[AdminDep],
+    responses={401: {"description": "Missing or wrong admin token."}},
+)
+def retry_matching(body: RetryFilter, runtime: RuntimeDep, session: SessionDep) -> RetryResult:
+    """Schedule again every failed (or missed) reminder that matches the filter."""
+    matching = reminders.find_reminders(
+        session,
+        status=ReminderStatus(body.status),
+        email=body.email,
+        error_contains=body.error_contains,
+        finished_after=body.finished_after,
+        finished_before=body.finished_before,
+        limit=body.limit,
+    )
+    for reminder in matching:
+        _requeue(reminder, runtime, session)
+    return RetryResult(requeued=[reminder.id for reminder in matching])
+
+
+@router.post(
+    "/reminders/{reminder_id}/retry",
+    response_model=ReminderPublic,
+    dependencies=[AdminDep],
+    responses={
+        401: {"description": "Missing or wrong admin token."},
+        404: {"description": "No reminder with this id."},
+        409: {"description": "Not failed or missed."},
+    },
+)
+def retry_reminder(reminder_id: str, runtime: RuntimeDep, session: SessionDep) -> ReminderPublic:
+    """Schedule a failed or missed reminder again, now, with a fresh set of attempts."""
+    reminder = reminders.get_reminder(session, reminder_id)
+    _requeue(reminder, runtime, session)
+    return _public(reminder)
+
+
+def _requeue(reminder: Reminder, runtime: Runtime, session: Session) -> None:
+    now = runtime.clock()
+    reminders.requeue(session, reminder, now)
+    runtime.schedule_reminder(reminder.id, now)

@@ -1,0 +1,93 @@
+"""The database engine and sessions; SQLite is tuned for one writer and concurrent readers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+SessionFactory = sessionmaker[Session]
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+# How long a SQLite writer waits for the lock before "database is locked": long enough for
+# ordinary contention, short enough that a request answers 503 instead of hanging.
+SQLITE_BUSY_TIMEOUT_S = 5.0
+
+
+def create_db_engine(database_url: str) -> Engine:
+    """Create the engine shared by the service's tables and the APScheduler job store.
+
+    Args:
+        database_url: a SQLAlchemy URL; for a SQLite file its folder is created.
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        pool_size=10,
+        max_overflow=20,
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+    )
+    event.listen(engine, "connect", _tune_sqlite)
+    return engine
+
+
+def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the API read while a delivery writes; busy_timeout makes writers queue instead of
+    # failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_session_factory(engine: Engine) -> SessionFactory:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def ping(engine: Engine) -> None:
+    """Raise if the database cannot take a write (SQLite) or answer a query (PostgreSQL)."""
+    with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # Readers go on under a held write lock in WAL mode; what matters is writing.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            connection.exec_driver_sql("ROLLBACK")
+        else:
+            connection.execute(text("SELECT 1"))
+
+
+async def with_db_retries(
+    step: Callable[[], T], *, attempts: int = 6, first_delay_s: float = 0.5
+) -> T:
+    """Run a database step in a worker thread, retrying while the database is unreachable or
+    locked (waits double from first_delay_s); the last failure is raised."""
+    delay = first_delay_s
+    for attempt in range(1, attempts + 1):
+        try:
+            return await asyncio.to_thread(step)
+        except (OperationalError, InterfaceError) as exc:
+            if attempt == attempts:
+                raise
+            reason = " ".join(str(exc.orig or exc).split())[:200]
+            logger.warning("database unavailable (%s); retrying in %.1f s", reason, delay)
+            await asyncio.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def describe_url(database_url: str) -> str:
+    """The URL with any password masked, for logs."""
+    return make_url(database_url).render_as_string(hide_password=True)

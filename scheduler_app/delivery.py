@@ -1,0 +1,109 @@
+"""Delivery bookkeeping: what a due reminder needs, and recording each attempt's outcome."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from scheduler_app.models import Reminder, ReminderStatus
+from scheduler_app.reminders import MAX_ERROR_LENGTH, finish
+from scheduler_app.settings import ReminderSettings
+
+# +-20 %: reminders that failed together do not all come back at the same instant.
+JITTER = 0.2
+
+
+def retry_delay(attempt: int, policy: ReminderSettings, rng: random.Random) -> timedelta:
+    """Wait after failed attempt number `attempt` (1-based): exponential, capped, jittered.
+
+    With the defaults (30 s doubling, capped at 30 min, 8 attempts) the waits are about
+    30 s, 1, 2, 4, 8, 16 and 30 min: roughly an hour from the first to the last attempt.
+    """
+    base = min(policy.retry_base_s * 2 ** (attempt - 1), policy.retry_max_s)
+    return timedelta(seconds=base * rng.uniform(1 - JITTER, 1 + JITTER))
+
+
+def start_delivery(
+    session: Session, reminder_id: str, now: datetime, late_window: timedelta
+) -> tuple[str, Reminder | None]:
+    """Decide what a due reminder needs: ("send", reminder) with the attempt counted,
+    ("missed", None) or ("failed", None) when it is past the late-delivery window (recorded
+    with the reason), or ("skipped", None) when it is no longer scheduled."""
+    reminder = session.get(Reminder, reminder_id)
+    if reminder is None or reminder.status != ReminderStatus.SCHEDULED:
+        return "skipped", None
+    since = max(reminder.remind_at, reminder.requeued_at or reminder.remind_at)
+    late = now - since
+    if late > late_window:
+        reason = (
+            f"came due at {since.isoformat()} and could only be delivered "
+            f"{_span(late)} later, past the late-delivery window of {_span(late_window)}"
+        )
+        status = ReminderStatus.MISSED
+        if reminder.last_error:  # earlier attempts failed: it failed, it was not just late
+            status = ReminderStatus.FAILED
+            reason += f"; last error: {reminder.last_error}"
+        elif reminder.attempts:
+            reason += (
+                f"; an attempt at {reminder.last_attempt_at} was interrupted and may have "
+                "delivered it"
+            )
+        finish(session, reminder_id, status, now, reason)
+        return status.value, None
+    result = session.execute(
+        update(Reminder)
+        .where(Reminder.id == reminder_id, Reminder.status == ReminderStatus.SCHEDULED)
+        .values(
+            attempts=Reminder.attempts + 1,
+            last_attempt_at=now,
+            updated_at=now,
+            next_attempt_at=None,
+        )
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        session.rollback()
+        return "skipped", None
+    session.refresh(reminder)
+    session.commit()
+    return "send", reminder
+
+
+def record_retry(
+    session: Session, reminder_id: str, now: datetime, retry_at: datetime, error: str
+) -> None:
+    """Keep the reminder scheduled for another attempt at retry_at, with this attempt's error."""
+    session.execute(
+        update(Reminder)
+        .where(Reminder.id == reminder_id, Reminder.status == ReminderStatus.SCHEDULED)
+        .values(last_error=error[:MAX_ERROR_LENGTH], next_attempt_at=retry_at, updated_at=now)
+    )
+    session.commit()
+
+
+def _span(delta: timedelta) -> str:
+    minutes, seconds = divmod(int(delta.total_seconds()), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s"
+
+
+def mark_sent(session: Session, reminder_id: str, now: datetime) -> None:
+    # Unconditional: once the message is out, "sent" is the truth even if a cancel raced it.
+    session.execute(
+        update(Reminder)
+        .where(Reminder.id == reminder_id)
+        .values(
+            status=ReminderStatus.SENT,
+            sent_at=now,
+            finished_at=now,
+            updated_at=now,
+            next_attempt_at=None,
+        )
+    )
+    session.commit()
+
+
+def mark_failed(session: Session, reminder_id: str, now: datetime, error: str) -> None:
+    finish(session, reminder_id, ReminderStatus.FAILED, now, error)

@@ -1,0 +1,325 @@
+"""Run stored jobs by registry name, handing each job function the service's JobContext.
+
+Every APScheduler job stored by this service points at `registered_job` and carries the registry
+name as its first argument. The stored pickle thus names a stable entry point, never the module
+path of a job function, so job functions can be moved or renamed without orphaning stored jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, NoReturn, TypeVar
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+)
+from apscheduler.executors.base import BaseExecutor
+from apscheduler.job import Job
+from apscheduler.triggers.date import DateTrigger
+
+from scheduler_app import runs
+from scheduler_app.clock import Clock
+from scheduler_app.db import SessionFactory
+from scheduler_app.errors import Conflict
+from scheduler_app.mail import MailBackend
+from scheduler_app.models import RunOutcome
+from scheduler_app.settings import Settings
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+NOT_STARTED = (
+    "not started: the service was shutting down (a reminder is recovered at the next start)"
+)
+# Beyond this many overdue runs of one job, the missed record says "N+" instead of listing all.
+MAX_MISSED_RECORDS = 100
+
+
+class Missed(Exception):
+    """Raised by a job function that decided not to run: recorded as a missed run."""
+
+
+class RetryLater(Exception):
+    """Raised by a job function whose attempt failed but may succeed later: the run is
+    recorded as an error and the same job is scheduled once more at `at`."""
+
+    def __init__(self, at: datetime, reason: str) -> None:
+        super().__init__(f"{reason}; next attempt at {at.isoformat()}")
+        self.at = at
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a job function may use: passed in, never imported from a global."""
+
+    settings: Settings
+    sessions: SessionFactory
+    mail: MailBackend
+    clock: Clock
+
+
+JobFunction = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class RegisteredJob:
+    name: str
+    func: JobFunction
+    description: str
+    # False for internal jobs (reminder delivery) that config.yaml may not name.
+    configurable: bool = True
+
+
+def registered_job(name: str, *args: Any, **kwargs: Any) -> NoReturn:
+    """The callable that every stored job references; RegistryExecutor runs `name` instead.
+
+    Its import path is part of the stored data: never move or rename it.
+    """
+    raise RuntimeError(f"job '{name}' must be run by the RegistryExecutor")
+
+
+class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
+    """Runs each due job as an asyncio task on the scheduler's loop."""
+
+    def __init__(
+        self,
+        context: JobContext,
+        registry: Mapping[str, RegisteredJob],
+        max_concurrent_jobs: int,
+    ) -> None:
+        super().__init__()
+        self._context = context
+        self._registry = registry
+        # Bounds open SMTP connections and worker threads when thousands fall due at once.
+        self._slots = asyncio.Semaphore(max_concurrent_jobs)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        super().start(scheduler, alias)
+        self._loop = scheduler._eventloop
+
+    def shutdown(self, wait: bool = True) -> None:
+        # Running jobs are left to drain(), which the service awaits with a deadline.
+        return None
+
+    def running_job_ids(self) -> set[str]:
+        with self._lock:
+            return set(self._instances)
+
+    async def drain(self, timeout_s: float) -> int:
+        """Start nothing more; wait for running jobs up to timeout_s, then cancel the rest.
+
+        Returns how many were cancelled. Jobs that were waiting for a slot do not start: a
+        reminder among them stays 'scheduled' and is recovered at the next start.
+        """
+        self._stopping = True
+        pending = set(self._tasks)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        return len(pending)
+
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        assert self._loop is not None, "executor not started"
+        skipped = _coalesced_away(job, run_times)
+        # Called from the job store's worker thread: the task is created on the loop.
+        self._loop.call_soon_threadsafe(self._spawn, self._run(job, run_times, skipped), job.id)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(work, name=f"job:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, job: Job, run_times: list[datetime], skipped: list[datetime]) -> None:
+        events: list[JobExecutionEvent] = []
+        try:
+            async with self._slots:
+                if self._stopping:
+                    await self._record(
+                        runs.record_missed,
+                        job.id,
+                        job.args[0],
+                        run_times,
+                        self._context.clock(),
+                        NOT_STARTED,
+                    )
+                    return
+                if skipped:
+                    more = "+" if len(skipped) >= MAX_MISSED_RECORDS else ""
+                    reason = (
+                        f"coalesced: {len(skipped)}{more} overdue runs were replaced by one "
+                        f"catch-up run at {run_times[-1]}"
+                    )
+                    await self._record(
+                        runs.record_missed,
+                        job.id,
+                        job.args[0],
+                        skipped,
+                        self._context.clock(),
+                        reason,
+                    )
+                for run_time in run_times:
+                    events.append(await self._run_once(job, run_time))
+        finally:
+            self._run_job_success(job.id, events)
+
+    async def _run_once(self, job: Job, run_time: datetime) -> JobExecutionEvent:
+        store = job._jobstore_alias
+        name, *args = job.args
+        now = self._context.clock()
+        if job.misfire_grace_time is not None:
+            late = now - run_time
+            if late > timedelta(seconds=job.misfire_grace_time):
+                reason = (
+                    f"could only start {late} after its time, past misfire_grace_s="
+                    f"{job.misfire_grace_time:g}"
+                )
+                logger.warning("job %s missed its %s run: %s", job.id, run_time, reason)
+                await self._record(runs.record_missed, job.id, name, [run_time], now, reason)
+                return JobExecutionEvent(EVENT_JOB_MISSED, job.id, store, run_time)
+
+        run_id = await self._record(runs.start_run, job.id, name, run_time, now)
+        outcome, retval, exc = await self._execute(run_id, job.id, name, args, job.kwargs)
+        if exc is not None:
+            return JobExecutionEvent(
+                EVENT_JOB_ERROR,
+                job.id,
+                store,
+                run_time,
+                exception=exc,
+                traceback="".join(traceback.format_exception(exc)),
+            )
+        code = EVENT_JOB_MISSED if outcome is RunOutcome.MISSED else EVENT_JOB_EXECUTED
+        return JobExecutionEvent(code, job.id, store, run_time, retval=retval)
+
+    async def run_now(
+        self, job_id: str, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> str:
+        """Run a job once, outside its schedule; return the id of its run record at once."""
+        assert self._loop is not None, "executor not started"
+        # Counted like a scheduled run: the scheduler will not start the same job meanwhile,
+        # so a reminder is never delivered by both at once.
+        with self._lock:
+            if self._instances[job_id]:
+                raise Conflict(f"job '{job_id}' is running now; try again when it has finished")
+            self._instances[job_id] += 1
+        try:
+            now = self._context.clock()
+            run_id = await asyncio.to_thread(
+                self._write, runs.start_run, job_id, name, now, now, manual=True
+            )
+        except BaseException:
+            self._run_job_success(job_id, [])
+            raise
+
+        async def run() -> None:
+            try:
+                async with self._slots:
+                    if self._stopping:
+                        await self._record(
+                            runs.finish_run,
+                            run_id,
+                            self._context.clock(),
+                            RunOutcome.MISSED,
+                            error=NOT_STARTED,
+                        )
+                        return
+                    await self._execute(run_id, job_id, name, args, kwargs)
+            finally:
+                self._run_job_success(job_id, [])
+
+        self._spawn(run(), job_id)
+        return run_id
+
+    async def _execute(
+        self,
+        run_id: str | None,
+        job_id: str,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+    ) -> tuple[RunOutcome, Any, Exception | None]:
+        """Call the registered function and complete its run record with the outcome."""
+        outcome, error, retval, failure = RunOutcome.SUCCESS, None, None, None
+        try:
+            entry = self._registry.get(name)
+            if entry is None:
+                raise LookupError(f"no job named '{name}' is registered")
+            retval = await entry.func(self._context, *args, **kwargs)
+        except Missed as exc:
+            outcome, error = RunOutcome.MISSED, str(exc)
+        except RetryLater as exc:
+            outcome, error = RunOutcome.ERROR, str(exc)
+            logger.warning("job %s (%s): %s", job_id, name, exc)
+            await asyncio.to_thread(self._schedule_retry, job_id, name, args, kwargs, exc.at)
+        except Exception as exc:
+            logger.exception("job %s (%s) failed", job_id, name)
+            outcome, error, failure = RunOutcome.ERROR, f"{type(exc).__name__}: {exc}", exc
+        if run_id is not None:
+            result = None if retval is None else str(retval)
+            await self._record(
+                runs.finish_run, run_id, self._context.clock(), outcome, error=error, result=result
+            )
+        return outcome, retval, failure
+
+    def _schedule_retry(
+        self,
+        job_id: str,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        at: datetime,
+    ) -> None:
+        # Should this ever lose a race with the pass that removed the job, the reminder is still
+        # 'scheduled' without a job, and the recovery sweep schedules it again.
+        self._scheduler.add_job(
+            registered_job,
+            trigger=DateTrigger(run_date=at),
+            args=(name, *args),
+            kwargs=dict(kwargs),
+            id=job_id,
+            name=job_id,
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
+
+    def _write(self, write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with self._context.sessions() as session:
+            return write(session, *args, **kwargs)
+
+    async def _record(self, write: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """Write a run record in a worker thread; a failure is logged, never fatal to the job."""
+
+        try:
+            return await asyncio.to_thread(self._write, write, *args, **kwargs)
+        except Exception:
+            logger.exception("could not write the run record of %s", args[0] if args else "?")
+            return None
+
+
+def _coalesced_away(job: Job, run_times: list[datetime]) -> list[datetime]:
+    """The overdue run times that coalescing dropped, so that each can be recorded as missed."""
+    if not job.coalesce or not run_times:
+        return []
+    # APScheduler advances next_run_time only after submitting: it still names the first overdue
+    # run here.
+    skipped: list[datetime] = []
+    moment = job.next_run_time
+    last = run_times[-1]
+    while moment is not None and moment < last and len(skipped) < MAX_MISSED_RECORDS:
+        skipped.append(moment)
+        moment = job.trigger.get_next_fire_time(moment, last)
+    return skipped

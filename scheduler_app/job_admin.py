@@ -1,0 +1,293 @@
+"""Operator service: list and inspect every scheduled job, pause, resume, cancel, run now.
+
+Listing reads the job store's `id` and `next_run_time` columns joined with the service's own
+tables; it never unpickles a stored job, so a page costs the same with 100 or 1,000,000 jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, Literal
+
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.base import BaseScheduler
+from sqlalchemy import Float, Row, Select, String, and_, column, func, or_, select, table
+from sqlalchemy.orm import Session
+
+from scheduler_app import reminders
+from scheduler_app.cron import describe_crontab
+from scheduler_app.errors import Conflict, NotFound
+from scheduler_app.models import CronJob, JobRun, Reminder, ReminderStatus
+from scheduler_app.pagination import decode_cursor, encode_cursor, parse_cursor_time
+from scheduler_app.scheduler import JOBS_TABLE, REMINDER_JOB_PREFIX
+from scheduler_app.schemas import JobDetail, JobPublic, JobsPage, LastRun, RunPublic, RunsPage
+
+JobKind = Literal["cron", "reminder"]
+RECENT_RUNS = 10
+_SCHEDULED, _PAUSED = 0, 1
+
+_jobs = table(JOBS_TABLE, column("id", String), column("next_run_time", Float))
+
+
+def _is_reminder(job_id: str) -> bool:
+    return job_id.startswith(REMINDER_JOB_PREFIX)
+
+
+def _listing() -> Select[Any]:
+    reminder_id = func.substr(_jobs.c.id, len(REMINDER_JOB_PREFIX) + 1)
+    return select(
+        _jobs.c.id,
+        _jobs.c.next_run_time,
+        CronJob.job,
+        CronJob.cron,
+        CronJob.timezone,
+        CronJob.description,
+        CronJob.source,
+        Reminder.email,
+        Reminder.subject,
+        Reminder.remind_at,
+    ).select_from(
+        _jobs.outerjoin(CronJob, CronJob.id == _jobs.c.id).outerjoin(
+            Reminder, Reminder.id == reminder_id
+        )
+    )
+
+
+def list_jobs(
+    session: Session, *, kind: JobKind | None, q: str | None, limit: int, cursor: str | None
+) -> JobsPage:
+    """One page of jobs by next run time, paused ones last."""
+    query = _listing()
+    if kind == "reminder":
+        query = query.where(_jobs.c.id.startswith(REMINDER_JOB_PREFIX))
+    elif kind == "cron":
+        # The config declares few cron jobs: look them up by key instead of scanning every
+        # reminder job for the ones that are not.
+        query = query.where(_jobs.c.id.in_(session.scalars(select(CronJob.id)).all()))
+    if q:
+        query = query.where(
+            or_(
+                _jobs.c.id.icontains(q, autoescape=True),
+                CronJob.description.icontains(q, autoescape=True),
+                Reminder.email.icontains(q, autoescape=True),
+                Reminder.subject.icontains(q, autoescape=True),
+            )
+        )
+    phase, after_time, after_id = decode_cursor(cursor, 3) if cursor else (_SCHEDULED, None, None)
+    # Two index-friendly scans instead of one ORDER BY over "IS NULL": scheduled jobs by
+    # (next_run_time, id), then paused ones (no next run) by id.
+    rows: list[Row[Any]] = []
+    if phase == _SCHEDULED:
+        scheduled = query.where(_jobs.c.next_run_time.is_not(None))
+        if after_id is not None:
+            scheduled = scheduled.where(
+                # The first condition is implied by the second; it lets the index seek.
+                _jobs.c.next_run_time >= after_time,
+                or_(
+                    _jobs.c.next_run_time > after_time,
+                    and_(_jobs.c.next_run_time == after_time, _jobs.c.id > after_id),
+                ),
+            )
+        rows += session.execute(
+            scheduled.order_by(_jobs.c.next_run_time, _jobs.c.id).limit(limit + 1)
+        ).all()
+    if len(rows) <= limit:
+        paused = query.where(_jobs.c.next_run_time.is_(None))
+        if phase == _PAUSED:
+            paused = paused.where(_jobs.c.id > after_id)
+        rows += session.execute(paused.order_by(_jobs.c.id).limit(limit + 1 - len(rows))).all()
+
+    page, more = rows[:limit], len(rows) > limit
+    last_runs = _last_runs(session, [row.id for row in page])
+    next_cursor = None
+    if more:
+        last = page[-1]
+        state = _PAUSED if last.next_run_time is None else _SCHEDULED
+        next_cursor = encode_cursor(state, last.next_run_time, last.id)
+    return JobsPage(
+        items=[_item(row, last_runs.get(row.id)) for row in page], next_cursor=next_cursor
+    )
+
+
+def get_job(session: Session, job_id: str) -> JobDetail:
+    """The job with its most recent runs."""
+    row = session.execute(_listing().where(_jobs.c.id == job_id)).one_or_none()
+    if row is None:
+        raise NotFound(f"no scheduled job with id '{job_id}'")
+    recent = list_runs(session, job_id=job_id, outcome=None, limit=RECENT_RUNS, cursor=None)
+    item = _item(row, _last_runs(session, [job_id]).get(job_id))
+    return JobDetail(**item.model_dump(), recent_runs=recent.items)
+
+
+def list_runs(
+    session: Session, *, job_id: str | None, outcome: str | None, limit: int, cursor: str | None
+) -> RunsPage:
+    """Run records, newest first."""
+    query = select(JobRun)
+    if job_id is not None:
+        query = query.where(JobRun.job_id == job_id)
+    if outcome is not None:
+        query = query.where(JobRun.outcome == outcome)
+    if cursor:
+        at, run_id = decode_cursor(cursor, 2)
+        moment = parse_cursor_time(at)
+        query = query.where(
+            or_(
+                JobRun.scheduled_for < moment,
+                and_(JobRun.scheduled_for == moment, JobRun.id < run_id),
+            )
+        )
+    found = session.scalars(
+        query.order_by(JobRun.scheduled_for.desc(), JobRun.id.desc()).limit(limit + 1)
+    ).all()
+    page = found[:limit]
+    next_cursor = None
+    if len(found) > limit:
+        next_cursor = encode_cursor(page[-1].scheduled_for.isoformat(), page[-1].id)
+    return RunsPage(
+        items=[RunPublic.model_validate(run, from_attributes=True) for run in page],
+        next_cursor=next_cursor,
+    )
+
+
+def require_runs_or_job(session: Session, job_id: str) -> None:
+    """404 unless the job is scheduled or has a run history (a finished reminder has one)."""
+    has_job = session.scalar(select(_jobs.c.id).where(_jobs.c.id == job_id)) is not None
+    has_runs = session.scalar(select(JobRun.id).where(JobRun.job_id == job_id).limit(1))
+    if not (has_job or has_runs):
+        raise NotFound(f"no job or run history with id '{job_id}'")
+
+
+def pause_job(session: Session, scheduler: BaseScheduler, job_id: str, now: datetime) -> None:
+    _require_scheduled(scheduler, job_id)
+    scheduler.pause_job(job_id)
+    _set_operator_pause(session, job_id, paused=True, now=now)
+
+
+def resume_job(session: Session, scheduler: BaseScheduler, job_id: str, now: datetime) -> None:
+    job = _require_scheduled(scheduler, job_id)
+    row = session.get(CronJob, job_id)
+    if row is not None and not row.enabled:
+        raise Conflict(
+            f"job '{job_id}' is disabled in config.yaml (enabled: false); enable it there"
+        )
+    if job.next_run_time is None:  # resuming a running job would move its next run
+        scheduler.resume_job(job_id)
+    _set_operator_pause(session, job_id, paused=False, now=now)
+
+
+def cancel_job(session: Session, scheduler: BaseScheduler, job_id: str, now: datetime) -> None:
+    """Cancel a reminder's job (the reminder becomes 'cancelled'); config jobs are refused."""
+    if not _is_reminder(job_id):
+        if session.get(CronJob, job_id) is not None:
+            raise Conflict(
+                f"job '{job_id}' is declared in config.yaml: pause it with "
+                f"POST /jobs/{job_id}/pause, or remove it from the file and reload"
+            )
+        raise NotFound(f"no scheduled job with id '{job_id}'")
+    reminder = session.get(Reminder, job_id.removeprefix(REMINDER_JOB_PREFIX))
+    if reminder is not None and reminder.status == ReminderStatus.CANCELLED:
+        return  # cancelling again is a no-op: 204 as the first time
+    if reminder is None or reminder.status != ReminderStatus.SCHEDULED:
+        raise NotFound(f"no scheduled job with id '{job_id}'")
+    reminders.cancel(session, reminder, now)
+    with contextlib.suppress(JobLookupError):
+        scheduler.remove_job(job_id)
+
+
+def runnable(session: Session, job_id: str) -> tuple[str, Sequence[Any], dict[str, Any]]:
+    """What running the job now calls: registry name, args, kwargs."""
+    if _is_reminder(job_id):
+        reminder_id = job_id.removeprefix(REMINDER_JOB_PREFIX)
+        reminder = session.get(Reminder, reminder_id)
+        if reminder is None or reminder.status != ReminderStatus.SCHEDULED:
+            raise NotFound(f"no scheduled job with id '{job_id}'")
+        return "deliver_reminder", [reminder_id], {}
+    row = session.get(CronJob, job_id)
+    if row is None:
+        raise NotFound(f"no scheduled job with id '{job_id}'")
+    return row.job, list(row.args), dict(row.kwargs)
+
+
+def _require_scheduled(scheduler: BaseScheduler, job_id: str) -> Any:
+    job = scheduler.get_job(job_id)
+    if job is None:
+        raise NotFound(f"no scheduled job with id '{job_id}'")
+    return job
+
+
+def _set_operator_pause(session: Session, job_id: str, *, paused: bool, now: datetime) -> None:
+    # Kept on the cron row so that restarts and config reloads respect the operator's choice;
+    # a reminder's pause lives in the job store alone.
+    row = session.get(CronJob, job_id)
+    if row is not None and row.paused != paused:
+        row.paused = paused
+        row.updated_at = now
+        session.commit()
+
+
+def _last_runs(session: Session, job_ids: Sequence[str]) -> dict[str, LastRun]:
+    if not job_ids:
+        return {}
+    latest = (
+        select(JobRun.job_id, func.max(JobRun.scheduled_for).label("at"))
+        .where(JobRun.job_id.in_(job_ids))
+        .group_by(JobRun.job_id)
+        .subquery()
+    )
+    runs = session.scalars(
+        select(JobRun).join(
+            latest, and_(JobRun.job_id == latest.c.job_id, JobRun.scheduled_for == latest.c.at)
+        )
+    )
+    return {
+        run.job_id: LastRun(
+            id=run.id,
+            outcome=run.outcome,
+            scheduled_for=run.scheduled_for,
+            finished_at=run.finished_at,
+        )
+        for run in runs
+    }
+
+
+def _item(row: Row[Any], last_run: LastRun | None) -> JobPublic:
+    next_run = None if row.next_run_time is None else datetime.fromtimestamp(row.next_run_time, UTC)
+    if _is_reminder(row.id):
+        due = _utc_text(row.remind_at) if row.remind_at is not None else "unknown"
+        return JobPublic(
+            id=row.id,
+            kind="reminder",
+            job="deliver_reminder",
+            description=f"Reminder to {row.email}: {row.subject}" if row.email else "Reminder",
+            trigger=f"date: {due}",
+            schedule_text=f"Once, at {due}",
+            next_run_time=next_run,
+            paused=next_run is None,
+            source="api",
+            last_run=last_run,
+        )
+    return JobPublic(
+        id=row.id,
+        kind="cron",
+        job=row.job or "unknown",
+        description=row.description or "",
+        trigger=f"cron: {row.cron} ({row.timezone})" if row.cron else "cron",
+        schedule_text=_describe(row.cron) if row.cron else "",
+        next_run_time=next_run,
+        paused=next_run is None,
+        source=row.source or "config",
+        last_run=last_run,
+    )
+
+
+@lru_cache(maxsize=256)
+def _describe(expression: str) -> str:
+    return describe_crontab(expression)
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,8 @@
+"""Mail delivery channels: compose an RFC 5322 message, hand it to a backend."""
+
+from __future__ import annotations
+
+from scheduler_app.mail.backend import DeliveryError, MailBackend, build_mail_backend
+from scheduler_app.mail.message import compose_message
+
+__all__ = ["DeliveryError", "MailBackend", "build_mail_backend", "compose_message"]

@@ -1,0 +1,38 @@
+"""The zero-setup backend: one .eml file per delivered message in a folder."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+from scheduler_app.mail.backend import DeliveryError
+
+
+class OutboxBackend:
+    name = "outbox"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    async def send(self, message: EmailMessage) -> None:
+        try:
+            await asyncio.to_thread(self._write, message.as_bytes())
+        except OSError as exc:  # a full disk or a permission can be fixed: try again later
+            raise DeliveryError(f"{type(exc).__name__}: {exc}", transient=True) from exc
+
+    def _write(self, data: bytes) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        final = self.directory / f"{stamp}-{uuid.uuid4().hex[:12]}.eml"
+        # Written aside, flushed, then renamed: a reader never sees half a message.
+        partial = final.with_suffix(".eml.part")
+        with partial.open("xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        partial.replace(final)
+        return final

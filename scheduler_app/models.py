@@ -1,0 +1,157 @@
+"""ORM tables owned by the service (the APScheduler job table is the job store's own)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from scheduler_app.clock import as_utc
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on SQLite (which stores no offset) as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return as_utc(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ReminderStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    MISSED = "missed"
+
+
+class Reminder(Base):
+    __tablename__ = "reminders"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('scheduled', 'sent', 'failed', 'cancelled', 'missed')",
+            name="ck_reminders_status",
+        ),
+        Index("ix_reminders_status_remind_at", "status", "remind_at"),
+        Index("ix_reminders_finished_at", "finished_at"),
+        Index("ix_reminders_created_at", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text)
+    remind_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default=ReminderStatus.SCHEDULED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set when an operator re-queues a failed or missed reminder: the late-delivery window
+    # then counts from here instead of from remind_at.
+    requeued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # SHA-256 of the cancel token: a leaked database does not let anyone cancel reminders.
+    cancel_token_hash: Mapped[str | None] = mapped_column(String(64))
+    idempotency_key_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+
+
+class RunOutcome(enum.StrEnum):
+    RUNNING = "running"
+    SUCCESS = "success"
+    ERROR = "error"
+    MISSED = "missed"
+
+
+class CronJob(Base):
+    """A recurring job as declared in config.yaml; the APScheduler job of the same id runs it."""
+
+    __tablename__ = "cron_jobs"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    job: Mapped[str] = mapped_column(String(100))
+    cron: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    args: Mapped[list[Any]] = mapped_column(JSON)
+    kwargs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    misfire_grace_s: Mapped[float] = mapped_column(Float)
+    coalesce: Mapped[bool] = mapped_column(Boolean)
+    description: Mapped[str] = mapped_column(String(500))
+    # Hash of everything above: a changed hash means the file changed this job.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    # Paused by an operator; kept across restarts and reloads, independent of `enabled`.
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    source: Mapped[str] = mapped_column(String(16), default="config")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class JobRun(Base):
+    """One execution (or missed execution) of a job: a cron job or a reminder delivery."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (
+        CheckConstraint(
+            "outcome IN ('running', 'success', 'error', 'missed')", name="ck_job_runs_outcome"
+        ),
+        Index("ix_job_runs_job_id_started", "job_id", "scheduled_for"),
+        Index("ix_job_runs_outcome_finished", "outcome", "finished_at"),
+        Index("ix_job_runs_finished", "finished_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(200))
+    job: Mapped[str] = mapped_column(String(100))
+    scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str | None] = mapped_column(Text)
+    manual: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class QuarantinedJob(Base):
+    """A stored job that could not be restored, set aside for an operator to repair."""
+
+    __tablename__ = "quarantined_jobs"
+
+    id: Mapped[str] = mapped_column(String(191), primary_key=True)
+    next_run_time: Mapped[float | None] = mapped_column(Float)
+    job_state: Mapped[bytes] = mapped_column(LargeBinary)
+    error: Mapped[str] = mapped_column(Text)
+    quarantined_at: Mapped[datetime] = mapped_column(UTCDateTime)

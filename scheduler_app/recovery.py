@@ -1,0 +1,57 @@
+"""Recovery: give every scheduled reminder a job again.
+
+APScheduler deletes a date job from its store before the job body runs, so a process that dies
+mid-delivery leaves a reminder that is still 'scheduled' but has no job. This pass finds such
+reminders and schedules them again; delivery then re-checks the row, so a reminder that was in
+fact finished is not sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from scheduler_app import reminders
+from scheduler_app.db import SessionFactory
+from scheduler_app.scheduler import REMINDER_JOB_PREFIX, reminder_job_id
+
+logger = logging.getLogger(__name__)
+
+
+def orphaned_reminders(
+    scheduled: Iterable[tuple[str, datetime]],
+    stored_job_ids: set[str],
+    running_job_ids: set[str],
+) -> list[tuple[str, datetime]]:
+    """Scheduled reminders that have neither a stored nor a running job."""
+    return [
+        (reminder_id, due)
+        for reminder_id, due in scheduled
+        if reminder_job_id(reminder_id) not in stored_job_ids
+        and reminder_job_id(reminder_id) not in running_job_ids
+    ]
+
+
+async def recover_reminders(
+    sessions: SessionFactory,
+    read_stored_job_ids: Callable[[str], set[str]],
+    running_job_ids: Callable[[], set[str]],
+    schedule: Callable[[str, datetime], None],
+) -> int:
+    """Schedule every orphaned reminder again; return how many were."""
+
+    def load() -> tuple[list[tuple[str, datetime]], set[str]]:
+        with sessions() as session:
+            scheduled = reminders.scheduled_reminders(session)
+        # Read after the rows: a job removed in between is then either running or finished.
+        return scheduled, read_stored_job_ids(REMINDER_JOB_PREFIX)
+
+    scheduled, stored = await asyncio.to_thread(load)
+    orphans = orphaned_reminders(scheduled, stored, running_job_ids())
+    for reminder_id, due in orphans:
+        schedule(reminder_id, due)
+    if orphans:
+        logger.warning("recovered %d scheduled reminder(s) that had lost their job", len(orphans))
+    return len(orphans)

@@ -1,0 +1,257 @@
+"""Reminder service: accept, authorize, cancel and record the delivery of one-off reminders.
+
+The reminder row is the source of truth; the APScheduler job only carries the reminder id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from scheduler_app.clock import as_utc
+from scheduler_app.errors import Conflict, Forbidden, InvalidField, NotFound
+from scheduler_app.models import Reminder, ReminderStatus
+from scheduler_app.schemas import ReminderCreate
+from scheduler_app.settings import ReminderSettings
+
+MAX_ERROR_LENGTH = 2000
+
+
+@dataclass(frozen=True)
+class Subscription:
+    reminder: Reminder
+    cancel_token: str
+    replayed: bool
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _cancel_token(reminder_id: str, idempotency_key: str | None) -> str:
+    if idempotency_key is None:
+        return secrets.token_urlsafe(32)
+    # With an Idempotency-Key the token must be reproducible for the replay, yet only its hash is
+    # stored: derive it from the key, which whoever replays already holds.
+    digest = hmac.new(idempotency_key.encode(), f"cancel:{reminder_id}".encode(), "sha256")
+    return digest.hexdigest()
+
+
+def _fingerprint(request: ReminderCreate) -> str:
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def resolve_due_time(request: ReminderCreate, now: datetime, limits: ReminderSettings) -> datetime:
+    """Return the UTC due time, or raise InvalidField naming the offending field."""
+    if (request.delay_seconds is None) == (request.remind_at is None):
+        field = "delay_seconds" if request.delay_seconds is not None else "remind_at"
+        raise InvalidField(("body", field), "give exactly one of delay_seconds or remind_at")
+    if request.delay_seconds is not None:
+        field = "delay_seconds"
+        try:
+            due = now + timedelta(seconds=request.delay_seconds)
+        except OverflowError:
+            due = datetime.max.replace(tzinfo=now.tzinfo)
+    else:
+        assert request.remind_at is not None
+        field = "remind_at"
+        try:
+            due = as_utc(request.remind_at)
+        except OverflowError:
+            raise InvalidField(("body", field), "is outside the supported range of dates") from None
+        if due < now:
+            raise InvalidField(("body", field), "is in the past")
+    if due - now > timedelta(days=limits.max_delay_days):
+        raise InvalidField(
+            ("body", field), f"is more than {limits.max_delay_days} days ahead (the limit)"
+        )
+    return due
+
+
+def subscribe(
+    session: Session,
+    request: ReminderCreate,
+    *,
+    now: datetime,
+    limits: ReminderSettings,
+    idempotency_key: str | None = None,
+) -> Subscription:
+    """Store a new scheduled reminder, or return the one created with the same Idempotency-Key."""
+    fingerprint = _fingerprint(request)
+    key_hash = hash_token(idempotency_key) if idempotency_key is not None else None
+    if key_hash is not None:
+        existing = _replay(session, key_hash, fingerprint, idempotency_key)
+        if existing is not None:
+            return existing
+
+    due = resolve_due_time(request, now, limits)
+    reminder_id = str(uuid.uuid4())
+    token = _cancel_token(reminder_id, idempotency_key)
+    reminder = Reminder(
+        id=reminder_id,
+        email=request.email,
+        subject=request.subject or limits.default_subject,
+        message=request.message or "",
+        remind_at=due,
+        status=ReminderStatus.SCHEDULED,
+        attempts=0,
+        created_at=now,
+        updated_at=now,
+        cancel_token_hash=hash_token(token),
+        idempotency_key_hash=key_hash,
+        request_fingerprint=fingerprint,
+    )
+    session.add(reminder)
+    try:
+        session.commit()
+    except IntegrityError:
+        # A concurrent request with the same key won the race: answer with its reminder.
+        session.rollback()
+        if key_hash is None:
+            raise
+        replay = _replay(session, key_hash, fingerprint, idempotency_key)
+        if replay is None:
+            raise
+        return replay
+    return Subscription(reminder, token, replayed=False)
+
+
+def _replay(
+    session: Session, key_hash: str, fingerprint: str, idempotency_key: str | None
+) -> Subscription | None:
+    reminder = session.scalar(select(Reminder).where(Reminder.idempotency_key_hash == key_hash))
+    if reminder is None:
+        return None
+    if reminder.request_fingerprint != fingerprint:
+        raise InvalidField(
+            ("header", "Idempotency-Key"),
+            "was already used for a different request; use a new key for a new reminder",
+        )
+    return Subscription(reminder, _cancel_token(reminder.id, idempotency_key), replayed=True)
+
+
+def get_reminder(session: Session, reminder_id: str) -> Reminder:
+    reminder = session.get(Reminder, reminder_id)
+    if reminder is None:
+        raise NotFound(f"no reminder with id '{reminder_id}'")
+    return reminder
+
+
+def authorize(
+    reminder: Reminder, token: str, admin_token: str, *, now: datetime, token_ttl: timedelta
+) -> None:
+    """Allow the admin token, or the reminder's own cancel token until token_ttl after it ended."""
+    token_hash = hash_token(token)
+    if hmac.compare_digest(token_hash, hash_token(admin_token)):
+        return
+    own = reminder.cancel_token_hash is not None and hmac.compare_digest(
+        token_hash, reminder.cancel_token_hash
+    )
+    if not own:
+        raise Forbidden("this token does not grant access to this reminder")
+    if reminder.finished_at is not None and now > reminder.finished_at + token_ttl:
+        raise Forbidden(f"this cancel token expired {token_ttl.days} days after the reminder ended")
+
+
+def cancel(session: Session, reminder: Reminder, now: datetime) -> None:
+    """Cancel a scheduled reminder; again is a no-op; a finished one raises Conflict."""
+    if reminder.status != ReminderStatus.CANCELLED:
+        finish(session, reminder.id, ReminderStatus.CANCELLED, now)
+        session.refresh(reminder)
+    if reminder.status != ReminderStatus.CANCELLED:
+        raise Conflict(
+            f"reminder '{reminder.id}' is already {reminder.status}; "
+            "only a scheduled reminder can be cancelled"
+        )
+
+
+def scheduled_reminders(session: Session) -> list[tuple[str, datetime]]:
+    """Every reminder still waiting for delivery, as (id, due time)."""
+    rows = session.execute(
+        select(Reminder.id, Reminder.remind_at).where(Reminder.status == ReminderStatus.SCHEDULED)
+    )
+    return [(row.id, as_utc(row.remind_at)) for row in rows]
+
+
+def requeue(session: Session, reminder: Reminder, now: datetime) -> None:
+    """Schedule a failed or missed reminder again, with a fresh set of attempts."""
+    if reminder.status not in (ReminderStatus.FAILED, ReminderStatus.MISSED):
+        raise Conflict(
+            f"reminder '{reminder.id}' is {reminder.status}; only failed or missed ones are retried"
+        )
+    session.execute(
+        update(Reminder)
+        .where(Reminder.id == reminder.id, Reminder.status == reminder.status)
+        .values(
+            status=ReminderStatus.SCHEDULED,
+            attempts=0,
+            requeued_at=now,
+            next_attempt_at=now,
+            finished_at=None,
+            updated_at=now,
+        )
+    )
+    session.commit()
+    session.refresh(reminder)
+
+
+def find_reminders(
+    session: Session,
+    *,
+    status: ReminderStatus | None,
+    email: str | None = None,
+    error_contains: str | None = None,
+    finished_after: datetime | None = None,
+    finished_before: datetime | None = None,
+    limit: int,
+    before: tuple[datetime, str] | None = None,
+) -> list[Reminder]:
+    """Reminders matching the filters, most recently changed first."""
+    query = select(Reminder)
+    if status is not None:
+        query = query.where(Reminder.status == status)
+    if email is not None:
+        query = query.where(Reminder.email == email)
+    if error_contains:
+        query = query.where(Reminder.last_error.icontains(error_contains, autoescape=True))
+    if finished_after is not None:
+        query = query.where(Reminder.finished_at >= finished_after)
+    if finished_before is not None:
+        query = query.where(Reminder.finished_at < finished_before)
+    if before is not None:
+        at, reminder_id = before
+        query = query.where(
+            (Reminder.updated_at < at) | ((Reminder.updated_at == at) & (Reminder.id < reminder_id))
+        )
+    query = query.order_by(Reminder.updated_at.desc(), Reminder.id.desc()).limit(limit)
+    return list(session.scalars(query))
+
+
+def finish(
+    session: Session,
+    reminder_id: str,
+    status: ReminderStatus,
+    now: datetime,
+    error: str | None = None,
+) -> bool:
+    """Move a scheduled reminder to a final status; False if it was no longer scheduled."""
+    values: dict[str, object] = {"status": status, "finished_at": now, "updated_at": now}
+    if error is not None:
+        values["last_error"] = error[:MAX_ERROR_LENGTH]
+    result = session.execute(
+        update(Reminder)
+        .where(Reminder.id == reminder_id, Reminder.status == ReminderStatus.SCHEDULED)
+        .values(**values)
+    )
+    session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]

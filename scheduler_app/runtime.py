@@ -1,0 +1,218 @@
+"""The running service: database, mail backend, scheduler and recovery, started and stopped once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from typing import Any, TypeVar
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import STATE_RUNNING
+from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from scheduler_app import runs
+from scheduler_app.clock import Clock
+from scheduler_app.db import SessionFactory, create_db_engine, create_session_factory, describe_url
+from scheduler_app.errors import ConfigError
+from scheduler_app.executor import JobContext, RegisteredJob, RegistryExecutor
+from scheduler_app.job_config import CronJobSpec, parse_job_specs
+from scheduler_app.mail import MailBackend, build_mail_backend
+from scheduler_app.migrate import upgrade_database
+from scheduler_app.reconcile import ReconcilePlan, reconcile
+from scheduler_app.recovery import recover_reminders
+from scheduler_app.scheduler import (
+    build_scheduler,
+    schedule_reminder_job,
+    stored_job_ids,
+    unschedule_reminder_job,
+)
+from scheduler_app.security import resolve_admin_token
+from scheduler_app.settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    registry: Mapping[str, RegisteredJob]
+    engine: Engine
+    sessions: SessionFactory
+    mail: MailBackend
+    admin_token: str
+    executor: RegistryExecutor
+    scheduler: AsyncIOScheduler
+    _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
+    _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    _sighup: bool = field(default=False, repr=False)
+    _background: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+
+    @classmethod
+    async def start(
+        cls, settings: Settings, clock: Clock, registry: Mapping[str, RegisteredJob]
+    ) -> Runtime:
+        """Migrate, start the scheduler, recover lost reminders, apply the config's cron jobs.
+
+        Args:
+            settings: the service's settings.
+            clock: the time source for every decision about "now".
+            registry: the job functions that stored jobs may name.
+        """
+        specs = job_specs(settings, registry)  # a bad jobs list stops start-up before any change
+        engine = create_db_engine(settings.database_url)
+        await asyncio.to_thread(upgrade_database, engine)
+        sessions = create_session_factory(engine)
+        mail = build_mail_backend(settings.mail)
+        context = JobContext(settings=settings, sessions=sessions, mail=mail, clock=clock)
+        executor = RegistryExecutor(context, registry, settings.scheduler.max_concurrent_jobs)
+        runtime = cls(
+            settings=settings,
+            clock=clock,
+            registry=registry,
+            engine=engine,
+            sessions=sessions,
+            mail=mail,
+            admin_token=resolve_admin_token(settings),
+            executor=executor,
+            scheduler=build_scheduler(settings, engine, executor),
+        )
+        # Started paused so that recovery and reconciling see the store before any job runs; a
+        # process with the scheduler disabled stays paused: it stores jobs but never runs them.
+        runtime.scheduler.start(paused=True)
+        await runtime.apply_job_specs(specs)
+        if settings.scheduler.enabled:
+            await asyncio.to_thread(runtime._in_session, runs.close_interrupted_runs, clock())
+            await runtime.recover()
+            runtime.scheduler.resume()
+            runtime._sweeper = asyncio.create_task(runtime._sweep(), name="reminder-recovery")
+        runtime._listen_for_sighup()
+        logger.info(
+            "scheduler-app started: database %s, mail backend %s, scheduler %s, %d cron job(s)",
+            describe_url(settings.database_url),
+            mail.name,
+            "running" if settings.scheduler.enabled else "disabled",
+            len(specs),
+        )
+        return runtime
+
+    async def stop(self) -> None:
+        """Stop taking work, let running jobs finish up to the shutdown timeout, close the DB."""
+        self._stop_listening_for_sighup()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self.scheduler.running:
+            self.scheduler.pause()
+        unfinished = await self.executor.drain(self.settings.scheduler.shutdown_timeout_s)
+        if unfinished:
+            logger.warning("%d job(s) did not finish in time; recovery resumes them", unfinished)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+            await asyncio.sleep(0)  # AsyncIOScheduler shuts down in a loop callback
+        self.engine.dispose()
+        logger.info("scheduler-app stopped")
+
+    @property
+    def scheduler_running(self) -> bool:
+        return bool(self.scheduler.state == STATE_RUNNING)
+
+    def schedule_reminder(self, reminder_id: str, due: datetime) -> None:
+        schedule_reminder_job(self.scheduler, reminder_id, due)
+
+    def unschedule_reminder(self, reminder_id: str) -> None:
+        unschedule_reminder_job(self.scheduler, reminder_id)
+
+    async def recover(self) -> int:
+        return await recover_reminders(
+            self.sessions,
+            partial(stored_job_ids, self.engine),
+            self.executor.running_job_ids,
+            self.schedule_reminder,
+        )
+
+    async def _sweep(self) -> None:
+        # Periodically, too: a reminder whose job could not be stored (database hiccup) is picked
+        # up without waiting for a restart.
+        while True:
+            await asyncio.sleep(self.settings.scheduler.recovery_interval_s)
+            try:
+                await self.recover()
+                # Jobs stored by processes that do not run the scheduler are due-checked too.
+                self.scheduler.wakeup()
+            except (OperationalError, InterfaceError) as exc:
+                logger.warning(
+                    "reminder recovery pass: database unavailable (%s); retrying in %ss",
+                    " ".join(str(exc.orig or exc).split())[:200],
+                    self.settings.scheduler.recovery_interval_s,
+                )
+            except Exception:
+                logger.exception(
+                    "reminder recovery pass failed; retrying in %ss",
+                    self.settings.scheduler.recovery_interval_s,
+                )
+
+    def _in_session(self, work: Callable[..., T], *args: Any) -> T:
+        with self.sessions() as session:
+            return work(session, *args)
+
+    async def apply_job_specs(self, specs: Sequence[CronJobSpec]) -> ReconcilePlan:
+        plan = await asyncio.to_thread(
+            self._in_session, reconcile, self.scheduler, specs, self.clock()
+        )
+        changes = {key: ids for key, ids in plan.summary().items() if ids and key != "unchanged"}
+        if changes:
+            logger.info("cron jobs reconciled with the configuration: %s", changes)
+        return plan
+
+    async def reload(self) -> ReconcilePlan:
+        """Read the configuration file again and apply its jobs; ConfigError leaves all as is."""
+        async with self._reload_lock:
+            fresh = await asyncio.to_thread(load_settings, self.settings.config_file)
+            return await self.apply_job_specs(job_specs(fresh, self.registry))
+
+    def _listen_for_sighup(self) -> None:
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+        except (RuntimeError, ValueError, NotImplementedError):
+            return  # not the main thread (an embedding test client) or no SIGHUP on this OS
+        self._sighup = True
+
+    def _stop_listening_for_sighup(self) -> None:
+        if self._sighup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            self._sighup = False
+
+    def _on_sighup(self) -> None:
+        task = asyncio.create_task(self._reload_logged(), name="config-reload")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _reload_logged(self) -> None:
+        try:
+            plan = await self.reload()
+        except ConfigError as exc:
+            logger.error(
+                "SIGHUP: configuration refused, the running schedule is unchanged:\n%s", exc.message
+            )
+        else:
+            logger.info("SIGHUP: configuration reloaded: %s", plan.summary())
+
+
+def job_specs(settings: Settings, registry: Mapping[str, RegisteredJob]) -> list[CronJobSpec]:
+    """The validated cron jobs of these settings, or ConfigError listing every problem."""
+    return parse_job_specs(
+        settings.jobs,
+        source=str(settings.config_file or "configuration"),
+        default_timezone=settings.timezone,
+        registry=registry,
+    )

@@ -1,0 +1,207 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
+
+
+def _single_line(value: str) -> str:
+    # Control characters and every Unicode line or paragraph separator: the e-mail policy
+    # refuses them in a header, and none belongs in a one-line subject.
+    if any(unicodedata.category(char) in {"Cc", "Zl", "Zp"} for char in value):
+        raise ValueError("must be a single line without control characters (CR, LF, NUL, ...)")
+    return value
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Subject = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_single_line)]
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+class ReminderCreate(BaseModel):
+    """A one-off reminder: give exactly one of delay_seconds or remind_at."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"email": "ada@example.com", "delay_seconds": 10800, "subject": "Stand up"},
+                {"email": "ada@example.com", "remind_at": "2026-12-01T09:00:00+01:00"},
+            ]
+        },
+    )
+
+    email: EmailStr = Field(max_length=320)
+    delay_seconds: float | None = Field(None, gt=0, description="Seconds from now.")
+    remind_at: AwareDatetime | None = Field(
+        None, description="ISO 8601 with an offset, e.g. 2026-12-01T09:00:00+01:00."
+    )
+    subject: Subject | None = None
+    message: Text | None = Field(None, max_length=5000)
+
+
+class ReminderPublic(BaseModel):
+    id: str
+    email: str
+    subject: str
+    remind_at: datetime = Field(description="When the reminder is due, in UTC.")
+    status: str = Field(description="scheduled, sent, failed, cancelled or missed.")
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    finished_at: datetime | None
+    next_attempt_at: datetime | None = Field(
+        description="When a failed attempt will be tried again, while it is scheduled."
+    )
+
+
+class ReminderCreated(ReminderPublic):
+    cancel_token: str = Field(
+        description="Bearer token for GET and DELETE /reminders/{id}; shown only here."
+    )
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class ReloadResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "added": ["weekly-digest"],
+                    "changed": ["daily-report"],
+                    "removed": [],
+                    "unchanged": ["token-cleanup"],
+                }
+            ]
+        }
+    )
+
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+    unchanged: list[str]
+
+
+class LastRun(BaseModel):
+    id: str
+    outcome: str = Field(description="success, error, missed or running.")
+    scheduled_for: datetime
+    finished_at: datetime | None
+
+
+class JobPublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "daily-report",
+                    "kind": "cron",
+                    "job": "daily_report",
+                    "description": "Summary of the last 24 hours",
+                    "trigger": "cron: 0 8 * * * (Europe/Berlin)",
+                    "schedule_text": "At 08:00, every day",
+                    "next_run_time": "2026-12-01T07:00:00Z",
+                    "paused": False,
+                    "source": "config",
+                    "last_run": {
+                        "id": "0c5e8a8e-7f7b-4a55-9a43-0f7f4f2b9d11",
+                        "outcome": "success",
+                        "scheduled_for": "2026-11-30T07:00:00Z",
+                        "finished_at": "2026-11-30T07:00:01Z",
+                    },
+                }
+            ]
+        }
+    )
+
+    id: str
+    kind: Literal["cron", "reminder"]
+    job: str = Field(description="The registered job function's name.")
+    description: str
+    trigger: str
+    schedule_text: str = Field(description="The schedule in words.")
+    next_run_time: datetime | None = Field(description="UTC; null while paused.")
+    paused: bool
+    source: Literal["config", "api"]
+    last_run: LastRun | None
+
+
+class RunPublic(BaseModel):
+    id: str
+    job_id: str
+    job: str
+    scheduled_for: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    outcome: str = Field(description="success, error, missed or running.")
+    error: str | None
+    result: str | None
+    manual: bool = Field(description="Started by POST /jobs/{id}/run.")
+
+
+class JobDetail(JobPublic):
+    recent_runs: list[RunPublic]
+
+
+class JobsPage(BaseModel):
+    items: list[JobPublic]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class RunsPage(BaseModel):
+    items: list[RunPublic]
+    next_cursor: str | None
+
+
+class RunAccepted(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"job_id": "daily-report", "run_id": "9f1c..."}]}
+    )
+
+    job_id: str
+    run_id: str = Field(description="Its record appears in GET /jobs/{id}/runs.")
+
+
+class RemindersPage(BaseModel):
+    items: list[ReminderPublic]
+    next_cursor: str | None
+
+
+class RetryFilter(BaseModel):
+    """Which failed or missed reminders to schedule again."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"status": "failed", "error_contains": "SMTPConnect"}]},
+    )
+
+    status: Literal["failed", "missed"] = "failed"
+    email: Text | None = Field(None, max_length=320)
+    error_contains: Text | None = Field(None, max_length=200)
+    finished_after: AwareDatetime | None = None
+    finished_before: AwareDatetime | None = None
+    limit: int = Field(1000, ge=1, le=10_000)
+
+
+class RetryResult(BaseModel):
+    requeued: list[str] = Field(description="Ids of the reminders scheduled again.")
+
+
+class QuarantinedJobPublic(BaseModel):
+    id: str
+    error: str = Field(description="Why it could not be restored.")
+    quarantined_at: datetime

@@ -1,0 +1,253 @@
+"""Settings: defaults < config.yaml < .env < SCHEDULER_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from scheduler_app.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("config.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SmtpSettings(_Section):
+    host: str = "localhost"
+    port: int = Field(587, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    starttls: bool = True
+    use_tls: bool = False
+    timeout_s: float = Field(30.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _one_tls_mode(self) -> SmtpSettings:
+        if self.starttls and self.use_tls:
+            raise ValueError(
+                "starttls and use_tls exclude each other: use_tls is TLS from the first byte "
+                "(port 465), starttls upgrades a plain connection (port 587)"
+            )
+        return self
+
+
+class MailSettings(_Section):
+    backend: Literal["outbox", "smtp"] = "outbox"
+    outbox_dir: Path = Path("var/outbox")
+    from_address: str = "scheduler-app <reminders@localhost>"
+    smtp: SmtpSettings = SmtpSettings()
+
+    @field_validator("from_address")
+    @classmethod
+    def _valid_address(cls, value: str) -> str:
+        _, address = parseaddr(value)
+        if "\r" in value or "\n" in value or "@" not in address:
+            raise ValueError("must be an e-mail address such as 'Reminders <noreply@example.com>'")
+        return value
+
+
+class ReminderSettings(_Section):
+    max_delay_days: int = Field(366, ge=1, le=3660)
+    late_window_s: float = Field(
+        86_400.0, ge=1, description="How late a reminder may still be delivered."
+    )
+    default_subject: str = Field("Reminder", min_length=1, max_length=200)
+    max_attempts: int = Field(8, ge=1, le=100, description="Delivery attempts before 'failed'.")
+    retry_base_s: float = Field(30.0, gt=0, description="Wait after the first failed attempt.")
+    retry_max_s: float = Field(1800.0, gt=0, description="Longest wait between two attempts.")
+
+
+class SchedulerSettings(_Section):
+    enabled: bool = Field(True, description="Run the scheduler in this process.")
+    recovery_interval_s: float = Field(60.0, gt=0)
+    shutdown_timeout_s: float = Field(10.0, ge=0)
+    max_concurrent_jobs: int = Field(32, ge=1, le=10_000)
+
+
+class ReportSettings(_Section):
+    dir: Path = Path("var/reports")
+    recipients: list[EmailStr] = Field(default_factory=list)
+
+
+class RetentionSettings(_Section):
+    """How long finished things are kept; token_cleanup enforces it in batches."""
+
+    cancel_token_days: float = Field(
+        7.0, ge=0, description="A cancel token stops working this long after its reminder ended."
+    )
+    idempotency_key_hours: float = Field(24.0, ge=0)
+    reminder_days: float = Field(90.0, ge=1, description="Finished reminders are then deleted.")
+    run_days: float = Field(30.0, ge=1, description="Run records are then deleted.")
+    batch_size: int = Field(1000, ge=1, le=100_000)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SCHEDULER_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        # .env files often hold other programs' variables too; unknown keys in the YAML file are
+        # reported by load_settings, unknown nested keys by the sections themselves.
+        extra="ignore",
+        frozen=True,
+    )
+
+    # repr=False: a PostgreSQL URL may carry a password.
+    database_url: str = Field("sqlite:///var/scheduler.db", repr=False)
+    timezone: str = "UTC"
+    admin_token: SecretStr | None = None
+    state_dir: Path = Path("var")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    mail: MailSettings = MailSettings()
+    reminders: ReminderSettings = ReminderSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    reports: ReportSettings = ReportSettings()
+    retention: RetentionSettings = RetentionSettings()
+    # Raw entries; validated against the job registry by scheduler_app.job_config.
+    jobs: list[Any] = Field(default_factory=list)
+    # The YAML file these settings were read from, so that a reload reads it again.
+    config_file: Path | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _valid_database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL (expected e.g. sqlite:///var/scheduler.db or "
+                "postgresql+psycopg://user@host/db)"
+            ) from None
+        if url.get_backend_name() not in {"sqlite", "postgresql"}:
+            raise ValueError(f"unsupported database '{url.get_backend_name()}'")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        check_timezone(value)
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters long")
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        file_values = getattr(settings_cls, "file_values", {})
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            InitSettingsSource(settings_cls, init_kwargs=file_values),
+        )
+
+
+def check_timezone(name: str) -> ZoneInfo:
+    """Return the zone or raise ValueError naming the problem."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone '{name}' (use an IANA name such as 'Europe/Berlin')"
+        ) from None
+
+
+def config_file_path(config_file: Path | str | None = None) -> Path | None:
+    """The YAML file to read: the argument, else $SCHEDULER_CONFIG, else ./config.yaml if any."""
+    if config_file is not None:
+        return Path(config_file)
+    from_env = os.environ.get("SCHEDULER_CONFIG")
+    if from_env:
+        return Path(from_env)
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings from every source, or raise ConfigError naming every problem."""
+    path = config_file_path(config_file)
+    file_values = read_config_file(path) if path is not None else {}
+    unknown = sorted(set(file_values) - set(Settings.model_fields))
+    known = {key: value for key, value in file_values.items() if key in Settings.model_fields}
+
+    class FileSettings(Settings):
+        file_values: ClassVar[dict[str, Any]] = known
+
+    problems = [f"{key}: unknown key" for key in unknown]
+    try:
+        settings = FileSettings(**{"config_file": path, **overrides})
+    except ValidationError as exc:
+        problems += describe_errors(exc)
+    if problems:
+        origin = f"{path}, .env or SCHEDULER_* environment" if path else ".env or SCHEDULER_*"
+        raise ConfigError(f"invalid configuration ({origin}): " + "; ".join(problems))
+    return settings
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The YAML file as a mapping, or ConfigError naming the file and the problem."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML: {exc.problem}{where}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read: {' '.join(str(exc).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    return data
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        problems.append(f"{key}: {message}")
+    return problems
