@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.support import ADMIN
+
+
+def subscribe(client: TestClient, **fields: Any) -> dict[str, Any]:
+    body = {"email": "ada@example.com", "delay_seconds": 3600, **fields}
+    response = client.post("/subscribe", json=body)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_subscribe_answers_201_with_the_reminder(client: TestClient) -> None:
+    before = datetime.now(UTC)
+    response = client.post(
+        "/subscribe",
+        json={"email": "ada@example.com", "delay_seconds": 60, "subject": "Tea", "message": "Hi"},
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert body["email"] == "ada@example.com"
+    assert body["status"] == "scheduled"
+    assert body["subject"] == "Tea"
+    assert body["remind_at"].endswith("Z")
+    due = datetime.fromisoformat(body["remind_at"])
+    assert before + timedelta(seconds=60) <= due <= datetime.now(UTC) + timedelta(seconds=60)
+    assert len(body["cancel_token"]) >= 32
+    assert response.headers["Location"] == f"/reminders/{body['id']}"
+
+
+def test_remind_at_with_an_offset_is_stored_in_utc(client: TestClient) -> None:
+    local = (datetime.now(UTC) + timedelta(days=2)).astimezone(
+        __import__("zoneinfo").ZoneInfo("America/New_York")
+    )
+    body = subscribe(client, delay_seconds=None, remind_at=local.isoformat())
+    assert datetime.fromisoformat(body["remind_at"]) == local
+    assert body["remind_at"].endswith("Z")
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"email": "nope"}, "email"),
+        ({"delay_seconds": 0}, "delay_seconds"),
+        ({"delay_seconds": "soon"}, "delay_seconds"),
+        ({"delay_seconds": None, "remind_at": "2030-01-01T09:00:00"}, "remind_at"),
+        ({"delay_seconds": None, "remind_at": "2001-01-01T09:00:00Z"}, "remind_at"),
+        ({"delay_seconds": None, "remind_at": "2999-01-01T09:00:00Z"}, "remind_at"),
+        ({"delay_seconds": 367 * 86400}, "delay_seconds"),
+        ({"delay_seconds": None}, "remind_at"),
+        ({"subject": "a\nb"}, "subject"),
+        ({"message": "m" * 5001}, "message"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+def test_invalid_input_is_422_naming_the_field(
+    client: TestClient, fields: dict[str, Any], field: str
+) -> None:
+    body = {"email": "ada@example.com", "delay_seconds": 60, **fields}
+    response = client.post("/subscribe", json=body)
+    assert response.status_code == 422, response.text
+    locations = [error["loc"] for error in response.json()["detail"]]
+    assert ["body", field] in [loc[:2] for loc in locations]
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [("not json", "application/json"), ("[1, 2]", "application/json"), ("", "text/plain")],
+)
+def test_a_body_that_is_not_a_json_object_is_422(
+    client: TestClient, content: str, content_type: str
+) -> None:
+    response = client.post("/subscribe", content=content, headers={"Content-Type": content_type})
+    assert response.status_code == 422
+    assert response.json()["detail"]
+
+
+def test_the_same_idempotency_key_returns_the_first_reminder(client: TestClient) -> None:
+    headers = {"Idempotency-Key": "order-1234"}
+    body = {"email": "ada@example.com", "delay_seconds": 600}
+    first = client.post("/subscribe", json=body, headers=headers)
+    again = client.post("/subscribe", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+
+    token = first.json()["cancel_token"]
+    shown = client.get(f"/reminders/{first.json()['id']}", headers=bearer(token))
+    assert shown.status_code == 200
+
+    other = client.post("/subscribe", json=body, headers={"Idempotency-Key": "order-1235"})
+    assert other.json()["id"] != first.json()["id"]
+    assert other.json()["cancel_token"] != token
+
+
+def test_reusing_a_key_for_another_request_is_422(client: TestClient) -> None:
+    headers = {"Idempotency-Key": "k-1"}
+    client.post(
+        "/subscribe", json={"email": "ada@example.com", "delay_seconds": 60}, headers=headers
+    )
+    response = client.post(
+        "/subscribe", json={"email": "bob@example.com", "delay_seconds": 60}, headers=headers
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+
+
+def test_an_idempotency_key_with_control_characters_is_422(client: TestClient) -> None:
+    response = client.post(
+        "/subscribe",
+        json={"email": "ada@example.com", "delay_seconds": 60},
+        headers={"Idempotency-Key": "a b"},
+    )
+    assert response.status_code == 422
+
+
+def test_the_cancel_token_and_the_admin_token_can_read_it(client: TestClient) -> None:
+    created = subscribe(client)
+    for headers in (bearer(created["cancel_token"]), ADMIN):
+        response = client.get(f"/reminders/{created['id']}", headers=headers)
+        assert response.status_code == 200
+        assert response.json()["status"] == "scheduled"
+        assert "cancel_token" not in response.json()
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_access_needs_a_token_of_this_reminder(client: TestClient, method: str) -> None:
+    mine = subscribe(client)
+    theirs = subscribe(client, email="bob@example.com")
+    url = f"/reminders/{mine['id']}"
+
+    missing = client.request(method, url)
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"] == "Bearer"
+    assert client.request(method, url, headers=bearer("")).status_code == 401
+    assert client.request(method, url, headers=bearer("guess")).status_code == 403
+    assert client.request(method, url, headers=bearer(theirs["cancel_token"])).status_code == 403
+    unknown = client.request(method, "/reminders/no-such-id", headers=ADMIN)
+    assert unknown.status_code == 404
+    assert client.get(url, headers=ADMIN).json()["status"] == "scheduled"
+
+
+def test_cancel_marks_it_cancelled_and_is_idempotent(client: TestClient) -> None:
+    created = subscribe(client)
+    url = f"/reminders/{created['id']}"
+    first = client.delete(url, headers=bearer(created["cancel_token"]))
+    assert first.status_code == 200
+    assert first.json()["status"] == "cancelled"
+    assert first.json()["finished_at"] is not None
+    again = client.delete(url, headers=ADMIN)
+    assert again.status_code == 200
+    assert again.json()["finished_at"] == first.json()["finished_at"]
+    assert client.get(url, headers=ADMIN).json()["status"] == "cancelled"
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok", "checks": {}}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"scheduler": "running", "database": "ok"}
+
+
+def test_the_openapi_document_describes_the_routes(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/subscribe", "/reminders/{reminder_id}", "/healthz", "/readyz"} <= set(paths)
+    assert "422" in paths["/subscribe"]["post"]["responses"]

@@ -1,0 +1,294 @@
+"""Cron jobs from config.yaml: reconciled at start-up and on reload, run with run records."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from jobs import REGISTRY
+from scheduler_app.errors import ConfigError
+from scheduler_app.executor import JobContext, RegisteredJob
+from scheduler_app.models import CronJob, JobRun
+from scheduler_app.runtime import Runtime
+from tests.support import ADMIN, Deployment, wait_until
+
+CALLS: list[tuple[str, int]] = []
+
+
+async def note(ctx: JobContext, label: str, times: int = 1) -> str:
+    """Record a call; slow enough to be seen running."""
+    await asyncio.sleep(0.01)
+    CALLS.append((label, times))
+    return f"noted {label}"
+
+
+async def explode(ctx: JobContext) -> None:
+    raise RuntimeError("the report server is on fire")
+
+
+TEST_REGISTRY = {
+    **REGISTRY,
+    "note": RegisteredJob("note", note, "Record a call."),
+    "explode": RegisteredJob("explode", explode, "Always fail."),
+}
+
+NOTE_JOB = {"id": "note-a", "job": "note", "cron": "0 8 * * *", "args": ["a"]}
+EXPLODE_JOB = {"id": "boom", "job": "explode", "cron": "30 6 * * *", "timezone": "Europe/Berlin"}
+
+
+@pytest.fixture(autouse=True)
+def _forget_calls() -> Iterator[None]:
+    CALLS.clear()
+    yield
+    CALLS.clear()
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, database_url: str) -> Deployment:
+    return Deployment(tmp_path, database_url, registry=TEST_REGISTRY)
+
+
+def runtime_of(client: TestClient) -> Runtime:
+    runtime: Runtime = client.app_state["runtime"]
+    return runtime
+
+
+def cron_jobs(client: TestClient) -> dict[str, Any]:
+    """The stored APScheduler cron jobs, by id."""
+    return {
+        job.id: job
+        for job in runtime_of(client).scheduler.get_jobs()
+        if not job.id.startswith("reminder:")
+    }
+
+
+def runs_of(client: TestClient, job_id: str) -> list[JobRun]:
+    with runtime_of(client).sessions() as session:
+        return list(
+            session.scalars(
+                select(JobRun).where(JobRun.job_id == job_id).order_by(JobRun.scheduled_for)
+            )
+        )
+
+
+def make_due(client: TestClient, job_id: str, when: datetime | None = None) -> None:
+    """Move the job's next run to `when` (default now), as if the time had come."""
+    runtime_of(client).scheduler.modify_job(job_id, next_run_time=when or datetime.now(UTC))
+
+
+def test_start_up_stores_each_configured_job_once(deployment: Deployment) -> None:
+    deployment.write([NOTE_JOB, EXPLODE_JOB])
+    with deployment.client() as client:
+        jobs = cron_jobs(client)
+        first_next_runs = {job_id: job.next_run_time for job_id, job in jobs.items()}
+        assert set(jobs) == {"note-a", "boom"}
+        assert str(jobs["boom"].trigger) == "cron: 30 6 * * * (Europe/Berlin)"
+        assert (
+            jobs["boom"].next_run_time.astimezone(jobs["boom"].trigger.timezone).strftime("%H:%M")
+            == "06:30"
+        )
+        assert jobs["note-a"].misfire_grace_time == 3600
+
+    for _ in range(3):
+        with deployment.client() as client:
+            jobs = cron_jobs(client)
+            assert {job_id: job.next_run_time for job_id, job in jobs.items()} == first_next_runs
+            with runtime_of(client).sessions() as session:
+                assert len(session.scalars(select(CronJob)).all()) == 2
+
+
+def test_restart_applies_changes_and_keeps_reminders(deployment: Deployment) -> None:
+    deployment.write([NOTE_JOB, EXPLODE_JOB])
+    with deployment.client() as client:
+        kept_next_run = cron_jobs(client)["note-a"].next_run_time
+        reminder = client.post(
+            "/subscribe", json={"email": "a@example.com", "delay_seconds": 3600}
+        ).json()
+
+    changed_args = {**NOTE_JOB, "args": ["b"], "description": "now with b"}
+    new_job = {"id": "note-c", "job": "note", "cron": "*/5 * * * *", "args": ["c"]}
+    deployment.write([changed_args, new_job])
+    with deployment.client() as client:
+        jobs = cron_jobs(client)
+        assert set(jobs) == {"note-a", "note-c"}
+        assert jobs["note-a"].args == ("note", "b")
+        assert jobs["note-a"].name == "now with b"
+        assert jobs["note-a"].next_run_time == kept_next_run  # only the arguments changed
+        shown = client.get(f"/reminders/{reminder['id']}", headers=ADMIN).json()
+        assert shown["status"] == "scheduled"
+        assert f"reminder:{reminder['id']}" in {
+            job.id for job in runtime_of(client).scheduler.get_jobs()
+        }
+
+    deployment.write([{**changed_args, "cron": "15 9 * * *"}])
+    with deployment.client() as client:
+        moved = cron_jobs(client)["note-a"].next_run_time
+        assert moved.strftime("%H:%M") == "09:15"
+
+
+def test_a_disabled_job_is_stored_paused(deployment: Deployment) -> None:
+    deployment.write([{**NOTE_JOB, "enabled": False}])
+    with deployment.client() as client:
+        assert cron_jobs(client)["note-a"].next_run_time is None
+    deployment.write([NOTE_JOB])
+    with deployment.client() as client:
+        assert cron_jobs(client)["note-a"].next_run_time is not None
+
+
+def test_a_bad_file_stops_start_up_and_changes_nothing(deployment: Deployment) -> None:
+    deployment.write([NOTE_JOB])
+    with deployment.client():
+        pass
+    deployment.write([NOTE_JOB, {"id": "x", "job": "no_such_job", "cron": "61 * * * *"}])
+    with pytest.raises(ConfigError) as raised, deployment.client():
+        pass
+    assert "jobs[1] 'x'" in raised.value.message
+    assert "unknown job 'no_such_job'" in raised.value.message
+    assert "minute" in raised.value.message
+
+
+def test_reload_applies_the_file_and_refuses_a_bad_one(deployment: Deployment) -> None:
+    deployment.write([NOTE_JOB, EXPLODE_JOB])
+    with deployment.client() as client:
+        assert client.post("/admin/reload").status_code == 401
+        wrong = {"Authorization": "Bearer not-the-admin-token"}
+        assert client.post("/admin/reload", headers=wrong).status_code == 401
+
+        new_job = {"id": "note-c", "job": "note", "cron": "*/5 * * * *", "args": ["c"]}
+        deployment.write([{**NOTE_JOB, "cron": "0 9 * * *"}, new_job])
+        answer = client.post("/admin/reload", headers=ADMIN)
+        assert answer.status_code == 200
+        assert answer.json() == {
+            "added": ["note-c"],
+            "changed": ["note-a"],
+            "removed": ["boom"],
+            "unchanged": [],
+        }
+        assert set(cron_jobs(client)) == {"note-a", "note-c"}
+
+        before = {job_id: job.next_run_time for job_id, job in cron_jobs(client).items()}
+        deployment.write([{"id": "note-a", "job": "note", "cron": "0 25 * * *", "colour": 1}])
+        refused = client.post("/admin/reload", headers=ADMIN)
+        assert refused.status_code == 422
+        problems = refused.json()["detail"]
+        assert any("hour" in line and "note-a" in line for line in problems)
+        assert any("unknown key 'colour'" in line for line in problems)
+        after = {job_id: job.next_run_time for job_id, job in cron_jobs(client).items()}
+        assert after == before
+
+        again = client.post("/admin/reload", headers=ADMIN)
+        assert again.status_code == 422
+
+
+def test_every_run_leaves_a_record(deployment: Deployment) -> None:
+    deployment.write([NOTE_JOB, EXPLODE_JOB])
+    with deployment.client() as client:
+        make_due(client, "note-a")
+        make_due(client, "boom")
+        [success] = wait_until(lambda: [r for r in runs_of(client, "note-a") if r.finished_at])
+        [failure] = wait_until(lambda: [r for r in runs_of(client, "boom") if r.finished_at])
+        next_boom = cron_jobs(client)["boom"].next_run_time
+
+    assert CALLS == [("a", 1)]
+    assert success.outcome == "success"
+    assert success.result == "noted a"
+    assert success.job == "note"
+    assert success.started_at is not None
+    assert success.finished_at is not None
+    assert success.finished_at >= success.started_at
+    assert failure.outcome == "error"
+    assert failure.error == "RuntimeError: the report server is on fire"
+    assert next_boom is not None
+    assert next_boom > datetime.now(UTC)
+
+
+def test_a_run_later_than_its_grace_is_recorded_missed(deployment: Deployment) -> None:
+    deployment.write([{**NOTE_JOB, "misfire_grace_s": 60, "cron": "0 0 1 1 *"}])
+    with deployment.client() as client:
+        make_due(client, "note-a", datetime.now(UTC) - timedelta(hours=2))
+        [record] = wait_until(lambda: runs_of(client, "note-a"))
+
+    assert record.outcome == "missed"
+    assert "past misfire_grace_s=60" in (record.error or "")
+    assert record.started_at is None
+    assert CALLS == []
+
+
+def test_coalescing_runs_once_and_records_each_skipped_run(deployment: Deployment) -> None:
+    deployment.write([{**NOTE_JOB, "cron": "* * * * *"}])
+    with deployment.client() as client:
+        start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
+        make_due(client, "note-a", start)
+        wait_until(lambda: [r for r in runs_of(client, "note-a") if r.outcome == "success"])
+        records = runs_of(client, "note-a")
+
+    missed = [r for r in records if r.outcome == "missed"]
+    assert CALLS == [("a", 1)]
+    assert len(missed) == len(records) - 1 >= 5
+    assert all("coalesced" in (r.error or "") for r in missed)
+    assert missed[0].scheduled_for == start
+
+
+def test_interrupted_runs_are_closed_at_start(deployment: Deployment) -> None:
+    deployment.write([])
+    with deployment.client() as client, runtime_of(client).sessions() as session:
+        session.add(
+            JobRun(
+                id="r1",
+                job_id="note-a",
+                job="note",
+                outcome="running",
+                scheduled_for=datetime.now(UTC),
+                started_at=datetime.now(UTC),
+                manual=False,
+            )
+        )
+        session.commit()
+    with deployment.client() as client:
+        [run] = runs_of(client, "note-a")
+    assert run.outcome == "error"
+    assert "interrupted" in (run.error or "")
+
+
+def test_the_built_in_jobs_run_through_the_scheduler(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    deployment.write(
+        [
+            {"id": "daily-report", "job": "daily_report", "cron": "0 8 * * *"},
+            {
+                "id": "token-cleanup",
+                "job": "token_cleanup",
+                "cron": "*/15 * * * *",
+                "kwargs": {"batch_size": 10},
+            },
+        ]
+    )
+    with deployment.client() as client:
+        reminder_id = client.post(
+            "/subscribe", json={"email": "a@example.com", "delay_seconds": 0.1}
+        ).json()["id"]
+        wait_until(lambda: [r for r in runs_of(client, f"reminder:{reminder_id}") if r.finished_at])
+        make_due(client, "daily-report")
+        make_due(client, "token-cleanup")
+        [report] = wait_until(lambda: [r for r in runs_of(client, "daily-report") if r.finished_at])
+        [cleanup] = wait_until(
+            lambda: [r for r in runs_of(client, "token-cleanup") if r.finished_at]
+        )
+        [delivery] = runs_of(client, f"reminder:{reminder_id}")
+
+    assert delivery.outcome == "success"
+    assert delivery.job == "deliver_reminder"
+    assert report.outcome == "success", report.error
+    assert "1 created, 1 sent" in (report.result or "")
+    reports = sorted(path.name for path in (tmp_path / "reports").iterdir())
+    assert [name.rsplit(".", 1)[1] for name in reports] == ["json", "md"]
+    assert cleanup.outcome == "success", cleanup.error
+    assert "tokens expired: 0" in (cleanup.result or "")

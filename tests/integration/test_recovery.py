@@ -1,0 +1,98 @@
+"""Start-up recovery: reminders whose job was lost are scheduled again, or marked missed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from scheduler_app import reminders
+from scheduler_app.app import create_app
+from scheduler_app.db import create_db_engine, create_session_factory
+from scheduler_app.migrate import upgrade_database
+from scheduler_app.models import Reminder
+from scheduler_app.schemas import ReminderCreate
+from scheduler_app.settings import Settings
+from tests.support import make_settings, outbox_messages, wait_for_status
+
+
+def store_reminder_without_job(settings: Settings, due: datetime) -> str:
+    """The state a crash mid-delivery leaves: the row is scheduled, the job is gone."""
+    engine = create_db_engine(settings.database_url)
+    upgrade_database(engine)
+    created_at = due - timedelta(minutes=5)
+    with create_session_factory(engine)() as session:
+        subscription = reminders.subscribe(
+            session,
+            ReminderCreate(email="ada@example.com", delay_seconds=300),
+            now=created_at,
+            limits=settings.reminders,
+        )
+    engine.dispose()
+    return subscription.reminder.id
+
+
+def test_a_reminder_that_lost_its_job_is_delivered_at_start(settings: Settings) -> None:
+    reminder_id = store_reminder_without_job(settings, datetime.now(UTC) - timedelta(hours=2))
+
+    with TestClient(create_app(settings)) as client:
+        shown = wait_for_status(client, reminder_id, "sent")
+    assert shown["attempts"] == 1
+    [message] = outbox_messages(settings.mail.outbox_dir)
+    assert message["X-Reminder-Id"] == reminder_id
+
+
+def test_a_reminder_past_the_late_window_is_missed_with_the_reason(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(tmp_path, database_url, reminders={"late_window_s": 3600})
+    reminder_id = store_reminder_without_job(settings, datetime.now(UTC) - timedelta(hours=2))
+
+    with TestClient(create_app(settings)) as client:
+        shown = wait_for_status(client, reminder_id, "missed")
+    assert shown["attempts"] == 0
+    assert "past the late-delivery window of 1h00m00s" in str(shown["last_error"])
+    assert shown["finished_at"] is not None
+    assert outbox_messages(settings.mail.outbox_dir) == []
+
+
+def test_the_periodic_sweep_recovers_without_a_restart(tmp_path: Path, database_url: str) -> None:
+    settings = make_settings(tmp_path, database_url, scheduler={"recovery_interval_s": 0.2})
+    with TestClient(create_app(settings)) as client:
+        created = client.post(
+            "/subscribe", json={"email": "ada@example.com", "delay_seconds": 3600}
+        ).json()
+        engine = create_db_engine(settings.database_url)
+        with create_session_factory(engine)() as session:
+            # As if the job insert had failed after the row was committed.
+            client.app_state["runtime"].unschedule_reminder(created["id"])
+            session.execute(
+                update(Reminder)
+                .where(Reminder.id == created["id"])
+                .values(remind_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+            session.commit()
+        engine.dispose()
+        wait_for_status(client, created["id"], "sent", timeout_s=5)
+
+
+def test_restarting_keeps_one_job_per_reminder(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        ids = [
+            client.post("/subscribe", json={"email": "a@example.com", "delay_seconds": 600}).json()[
+                "id"
+            ]
+            for _ in range(3)
+        ]
+    for _ in range(3):
+        with TestClient(create_app(settings)) as client:
+            runtime = client.app_state["runtime"]
+            jobs = {job.id for job in runtime.scheduler.get_jobs()}
+    assert jobs == {f"reminder:{reminder_id}" for reminder_id in ids}
+    engine = create_db_engine(settings.database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(select(Reminder.status)).scalars().all()
+    engine.dispose()
+    assert rows == ["scheduled"] * 3

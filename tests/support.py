@@ -1,0 +1,330 @@
+"""Helpers shared by the test layers: real databases, a real SMTP server, bounded polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.message import Message
+from pathlib import Path
+from threading import Lock
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from aiosmtpd.controller import Controller
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import column, create_engine, table, text
+from sqlalchemy.engine import make_url
+
+from scheduler_app.app import create_app
+from scheduler_app.executor import RegisteredJob
+from scheduler_app.settings import Settings, load_settings
+
+POSTGRES_URL_VARIABLE = "TEST_POSTGRES_URL"
+T = TypeVar("T")
+
+
+def wait_until(
+    probe: Callable[[], T | None], timeout_s: float = 10.0, interval_s: float = 0.05
+) -> T:
+    """Poll probe until it returns something truthy; fail the test after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout_s} s (last value: {result!r})")
+        time.sleep(interval_s)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settings:
+    """Settings for a test: everything under tmp_path, no .env, no config file."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "state_dir": tmp_path / "var",
+        "admin_token": ADMIN_TOKEN,
+        "mail": {"outbox_dir": tmp_path / "outbox", "from_address": "Tests <tests@example.com>"},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    return Settings(_env_file=None, **values)
+
+
+def smtp_mail(host: str, port: int, **smtp: Any) -> dict[str, Any]:
+    """The `mail` settings for delivering to a plain SMTP server on loopback."""
+    return {"backend": "smtp", "smtp": {"host": host, "port": port, "starttls": False, **smtp}}
+
+
+def postgres_server_url() -> str | None:
+    url = os.environ.get(POSTGRES_URL_VARIABLE)
+    if url:
+        return url
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {POSTGRES_URL_VARIABLE} is not set: PostgreSQL tests cannot run")
+    pytest.skip(f"set {POSTGRES_URL_VARIABLE} (e.g. postgresql+psycopg://postgres@127.0.0.1/test)")
+
+
+@contextlib.contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """Create an empty database on the test server for one test and drop it afterwards."""
+    server = make_url(postgres_server_url() or "")
+    name = f"scheduler_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        admin.dispose()
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"PostgreSQL at {server.render_as_string()} is not usable: {exc}")
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def outbox_messages(directory: Path) -> list[Message]:
+    if not directory.is_dir():
+        return []
+    return [email.message_from_bytes(path.read_bytes()) for path in sorted(directory.glob("*.eml"))]
+
+
+@dataclass
+class SmtpSink:
+    """A real SMTP server on loopback (aiosmtpd) that keeps every message it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    messages: list[Message] = field(default_factory=list)
+    # Replies for the next messages, in order (e.g. "451 try later"); then "250 OK".
+    replies: list[str] = field(default_factory=list)
+    # Seconds to wait before answering DATA: a slow server.
+    delay_s: float = 0.0
+    _lock: Lock = field(default_factory=Lock)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        with self._lock:
+            reply = self.replies.pop(0) if self.replies else "250 OK"
+            if reply.startswith("250"):
+                self.messages.append(email.message_from_bytes(envelope.content))
+        return reply
+
+    def received(self) -> list[Message]:
+        with self._lock:
+            return list(self.messages)
+
+
+SinkT = TypeVar("SinkT", bound="SmtpSink")
+
+
+@contextlib.contextmanager
+def running_smtp_sink(kind: type[SinkT]) -> Iterator[SinkT]:
+    """Run an SmtpSink (or a subclass) on a free loopback port until the block ends."""
+    sink = kind(port=free_port())
+    controller = Controller(sink, hostname=sink.host, port=sink.port)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()
+
+
+def reminder_ids(messages: list[Message]) -> list[str]:
+    return [str(message["X-Reminder-Id"]) for message in messages]
+
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def show_reminder(client: Any, reminder_id: str) -> dict[str, Any]:
+    """GET /reminders/{id} with the admin token (client: a TestClient or an httpx client)."""
+    response = client.get(f"/reminders/{reminder_id}", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def wait_for_status(
+    client: Any, reminder_id: str, status: str, timeout_s: float = 10.0
+) -> dict[str, Any]:
+    """Poll the reminder until it has the status; return it."""
+
+    def probe() -> dict[str, Any] | None:
+        shown = show_reminder(client, reminder_id)
+        return shown if shown["status"] == status else None
+
+    return wait_until(probe, timeout_s=timeout_s)
+
+
+@contextlib.contextmanager
+def live_server(app: Any) -> Iterator[str]:
+    """Serve app with uvicorn on a loopback port in a thread (lifespan included); yield its URL."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="live-server", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), timeout_s=30)
+        if not server.started:
+            pytest.fail("the live server did not start (see the log above)")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def seed_reminder_jobs(
+    database_url: str, due_times: list[datetime | None], email: str = "seed@example.com"
+) -> list[str]:
+    """Store scheduled reminders with their jobs in bulk (None: a paused job); return job ids.
+
+    Rows are written as the job store writes them, without going through the API one by one.
+    """
+    import pickle
+    from types import SimpleNamespace
+
+    from apscheduler.job import Job
+    from apscheduler.triggers.date import DateTrigger
+    from apscheduler.util import datetime_to_utc_timestamp
+    from sqlalchemy import insert
+
+    from scheduler_app.executor import registered_job
+    from scheduler_app.models import Reminder, ReminderStatus
+    from scheduler_app.scheduler import JOBS_TABLE, reminder_job_id
+
+    now = datetime.now(UTC)
+    reminder_rows, job_rows = [], []
+    for due in due_times:
+        reminder_id = str(uuid.uuid4())
+        remind_at = due or now + timedelta(days=1)
+        reminder_rows.append(
+            {
+                "id": reminder_id,
+                "email": email,
+                "subject": "Seeded",
+                "message": "",
+                "remind_at": remind_at,
+                "status": ReminderStatus.SCHEDULED,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        job = Job(
+            SimpleNamespace(timezone=UTC),  # Job reads only the scheduler's zone
+            id=reminder_job_id(reminder_id),
+            func=registered_job,
+            args=("deliver_reminder", reminder_id),
+            kwargs={},
+            trigger=DateTrigger(run_date=remind_at),
+            executor="default",
+            misfire_grace_time=None,
+            coalesce=True,
+            max_instances=1,
+            next_run_time=due,
+            name=f"reminder {reminder_id}",
+        )
+        job_rows.append(
+            {
+                "id": job.id,
+                "next_run_time": datetime_to_utc_timestamp(due),
+                "job_state": pickle.dumps(job.__getstate__(), pickle.HIGHEST_PROTOCOL),
+            }
+        )
+    jobs_table = table(JOBS_TABLE, column("id"), column("next_run_time"), column("job_state"))
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert(Reminder), reminder_rows)
+            connection.execute(insert(jobs_table), job_rows)
+    finally:
+        engine.dispose()
+    return [row["id"] for row in job_rows]
+
+
+class Deployment:
+    """A config file on disk and the settings read from it, as a user's service has."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        database_url: str,
+        registry: Mapping[str, RegisteredJob] | None = None,
+    ) -> None:
+        self.path = tmp_path / "config.yaml"
+        self.registry = registry
+        self.overrides: dict[str, Any] = {
+            "database_url": database_url,
+            "state_dir": tmp_path / "var",
+            "admin_token": ADMIN_TOKEN,
+            "mail": {"outbox_dir": tmp_path / "outbox"},
+            "reports": {"dir": tmp_path / "reports"},
+        }
+
+    def write(self, jobs: list[Any]) -> None:
+        self.path.write_text(yaml.safe_dump({"timezone": "UTC", "jobs": jobs}))
+
+    def settings(self) -> Settings:
+        return load_settings(self.path, **self.overrides)
+
+    def client(self) -> TestClient:
+        return TestClient(self.app())
+
+    def app(self) -> FastAPI:
+        return create_app(self.settings(), registry=self.registry)
+
+
+@contextlib.contextmanager
+def postgres_refusing_connections(database_url: str) -> Iterator[None]:
+    """What a PostgreSQL restart looks like to the service: every connection to its database
+    cut and none accepted, until the block ends."""
+    name = make_url(database_url).database
+    server = create_engine(postgres_server_url() or "", isolation_level="AUTOCOMMIT")
+    try:
+        with server.connect() as admin:
+            admin.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            admin.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+            try:
+                yield
+            finally:
+                admin.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+    finally:
+        server.dispose()
