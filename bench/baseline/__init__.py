@@ -1,0 +1,1 @@
+"""The tutorial set-up that scheduler_app is measured against."""

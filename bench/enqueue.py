@@ -1,0 +1,170 @@
+"""Enqueue throughput with wrk, and the load client's ceiling against a no-op endpoint.
+
+scheduler_app and baseline: wrk POSTs /subscribe (due in 30 days, so nothing fires) for a fixed
+time. limit: the same wrk command against a FastAPI app whose POST endpoint does nothing (one
+uvicorn worker): the client's ceiling, which also shows that wrk is not the bottleneck; the
+bench's own Python client is measured against the same endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bench.common import PYTHON, Child, database, free_port, quick, wait_port
+from bench.scenarios import Run, log, sink
+from bench.targets import TARGETS
+
+WRK_THREADS = 2
+WRK_CONNECTIONS = 32
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def _seconds(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not match:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    if match := re.search(r"Requests/sec:\s+([\d.]+)", output):
+        figures["wrk_requests_per_s"] = float(match.group(1))
+    if match := re.search(r"(\d+) requests in ([\d.]+\w+)", output):
+        figures["wrk_requests"] = int(match.group(1))
+    for percent in ("50", "75", "90", "99"):
+        if match := re.search(rf"^\s+{percent}%\s+(\S+)", output, re.MULTILINE):
+            figures[f"wrk_latency_p{percent}_s"] = _seconds(match.group(1))
+    match = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    figures["wrk_non_2xx"] = int(match.group(1)) if match else 0
+    if match := re.search(r"Socket errors: (.*)", output):
+        figures["wrk_socket_errors"] = match.group(1).strip()
+    return figures
+
+
+def wrk(url: str, duration_s: float, body: dict[str, Any], directory: Any) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk not found: apt-get install -y wrk")
+    script = directory / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(json.dumps(body))}\n"
+    )
+    argv = [
+        "wrk",
+        f"-t{WRK_THREADS}",
+        f"-c{WRK_CONNECTIONS}",
+        f"-d{int(duration_s)}s",
+        "--timeout",
+        "30s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
+    done = subprocess.run(  # noqa: S603
+        argv, capture_output=True, text=True, timeout=duration_s + 60, check=False
+    )
+    (directory / "wrk.txt").write_text(done.stdout + done.stderr)
+    figures = parse_wrk(done.stdout)
+    figures["wrk_command"] = " ".join(argv)
+    return figures
+
+
+def python_client(url: str, duration_s: float) -> dict[str, Any]:
+    done = subprocess.run(  # noqa: S603
+        [
+            PYTHON,
+            "-m",
+            "bench.client",
+            "ceiling",
+            "--url",
+            url,
+            "--duration",
+            str(duration_s),
+            "--concurrency",
+            str(WRK_CONNECTIONS),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration_s + 60,
+        check=False,
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return {
+        "python_client_requests_per_s": result["requests_per_s"],
+        "python_client_latency_p50_s": result["latency_p50_s"],
+        "python_client_latency_p99_s": result["latency_p99_s"],
+        "python_client_errors": result["errors"],
+    }
+
+
+def enqueue_run(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+    duration = 5.0 if quick() else 15.0
+    body = {
+        "email": "bench@example.com",
+        "remind_at": (datetime.now(UTC) + timedelta(days=30)).isoformat(),
+        "subject": "Bench",
+        "message": "A benchmark reminder.",
+    }
+    params = {
+        "duration_s": duration,
+        "wrk_threads": WRK_THREADS,
+        "wrk_connections": WRK_CONNECTIONS,
+        "body": "POST /subscribe, the same JSON each time, due in 30 days",
+        "limit": "the same wrk command against a no-op FastAPI POST endpoint, one uvicorn worker",
+    }
+    figures: dict[str, Any] = {}
+    if run.target == "limit":
+        port = free_port()
+        noop = Child(
+            "noop",
+            [
+                PYTHON,
+                "-m",
+                "uvicorn",
+                "bench.noop.app:app",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            run.directory / "noop.log",
+        )
+        try:
+            if not wait_port(port, 20):
+                raise RuntimeError(f"the no-op app did not start:\n{noop.tail()}")
+            url = f"http://127.0.0.1:{port}/noop"
+            figures.update(wrk(url, duration, body, run.directory))
+            time.sleep(1)
+            figures.update(python_client(url, duration))
+            log(
+                f"client ceiling: wrk {figures.get('wrk_requests_per_s')}/s, bench Python client "
+                f"{figures['python_client_requests_per_s']:.0f}/s"
+            )
+        finally:
+            noop.stop()
+        return params, figures
+    with sink(run.directory) as (sink_port, _), database(run.db, run.directory, run.target) as url:
+        server = TARGETS[run.target](run.directory, url, sink_port)
+        try:
+            figures["startup_s"] = server.start()
+            figures.update(wrk(server.url + "/subscribe", duration, body, run.directory))
+            server.record_rss()
+            figures["stored_after_run"] = server.pending()
+            figures["peak_rss_mb"] = max(server.peak_rss, default=0) / 2**20 or None
+            log(
+                f"{run.target}: wrk {figures.get('wrk_requests_per_s')}/s, p99 "
+                f"{figures.get('wrk_latency_p99_s')} s, non-2xx {figures.get('wrk_non_2xx')}"
+            )
+        finally:
+            server.stop()
+    return params, figures

@@ -1,0 +1,79 @@
+"""The limit, a process of its own: a raw sender that pushes the scenario's messages straight
+into the sink over a few persistent SMTP connections, each message at its due time (or at once
+when it is overdue), as fast as the sink accepts them. No HTTP, no database, no scheduler:
+what the same workload costs when only the mail hop is left.
+
+Run: `python -m bench.limit --port 2525 --count 5000 --due-start EPOCH --out sent.jsonl`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from email.message import EmailMessage
+from pathlib import Path
+
+import aiosmtplib
+
+
+def message(reminder_id: str, i: int) -> EmailMessage:
+    built = EmailMessage()
+    built["From"] = "limit <limit@localhost>"
+    built["To"] = f"bench{i}@example.com"
+    built["Subject"] = f"Bench {i}"
+    built["Message-ID"] = f"<reminder-{reminder_id}@localhost>"
+    built["X-Reminder-Id"] = reminder_id
+    built.set_content("A benchmark reminder.")
+    return built
+
+
+async def run(args: argparse.Namespace) -> None:
+    plan = [
+        (args.due_start + args.spread * i / args.count, i, str(uuid.uuid4()))
+        for i in range(args.count)
+    ]
+    queue: asyncio.Queue[tuple[float, int, str]] = asyncio.Queue()
+    for item in plan:
+        queue.put_nowait(item)
+    with args.out.open("w") as out:
+        for due, i, reminder_id in plan:
+            out.write(json.dumps({"i": i, "due": due, "id": reminder_id, "status": 201}) + "\n")
+    if args.not_before:
+        await asyncio.sleep(max(0.0, args.not_before - time.time()))
+
+    async def worker() -> None:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=args.port, start_tls=False, timeout=30)
+        await smtp.connect()
+        while True:
+            try:
+                due, i, reminder_id = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            wait = due - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await smtp.send_message(message(reminder_id, i))
+        await smtp.quit()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(args.connections)))
+    print(json.dumps({"sent": args.count, "elapsed_s": time.perf_counter() - began}), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--due-start", type=float, required=True)
+    parser.add_argument("--spread", type=float, default=0.0)
+    parser.add_argument("--not-before", type=float, default=0.0, help="epoch: start no earlier")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--out", type=Path, required=True)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,391 @@
+"""The scenarios. Each runs one target (scheduler_app, baseline or limit) on one database and
+returns every figure it measured; bench.__main__ writes them to bench/results/."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    ADMIN_TOKEN,
+    PYTHON,
+    WORK,
+    Child,
+    database,
+    free_port,
+    quick,
+    read_jsonl,
+)
+from bench.measure import SinkLog, accepted_reminders, api_figures, delivery_figures
+from bench.targets import TARGETS, Server
+
+# Every wait is bounded: a target that loses work is reported, never waited for forever.
+DRAIN_DEADLINE_S = 120.0
+# Stop early when nothing is pending in the target and nothing arrived for this long.
+QUIET_S = 10.0
+POST_CONCURRENCY = 16
+# The limit's storm is run this many times; the fastest is reported.
+LIMIT_ATTEMPTS = 3
+# Assumed slowest posting rate per target (POST /subscribe per second, measured between 38 and
+# 300 for the baseline on SQLite), to put the due instant after the last POST.
+POST_RATE_FLOOR = {"scheduler_app": 80.0, "baseline": 35.0}
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
+
+
+@dataclass
+class Run:
+    scenario: str
+    db: str
+    target: str
+    directory: Path
+    notes: list[str]
+
+
+@contextlib.contextmanager
+def run_directory(scenario: str, db: str, target: str) -> Iterator[Run]:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    directory = WORK / f"{scenario}-{db}-{target}-{stamp}"
+    directory.mkdir(parents=True, exist_ok=True)
+    yield Run(scenario, db, target, directory, [])
+
+
+@contextlib.contextmanager
+def sink(directory: Path) -> Iterator[tuple[int, SinkLog]]:
+    port = free_port()
+    out = directory / "sink.jsonl"
+    ready = directory / "sink.ready"
+    child = Child(
+        "sink",
+        [PYTHON, "-m", "bench.sink", "--port", str(port), "--out", str(out), "--ready", str(ready)],
+        directory / "sink.log",
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            if not child.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the SMTP sink did not start:\n{child.tail()}")
+            time.sleep(0.02)
+        yield port, SinkLog(out)
+    finally:
+        child.stop()
+
+
+def sleep_until(moment: float) -> None:
+    while (left := moment - time.time()) > 0:
+        time.sleep(min(left, 0.5))
+
+
+def drain(
+    sink_log: SinkLog,
+    accepted: dict[str, float],
+    deadline: float,
+    pending: Callable[[], int | None] | None,
+    not_before: float,
+) -> tuple[str, float]:
+    """Wait until every accepted reminder arrived, or nothing is left to come, or the deadline.
+
+    Returns why it stopped ("all delivered", "nothing pending" or "deadline") and when the run
+    settled: the last arrival, or the first moment the target had nothing due left.
+    """
+    quiet_since = time.time()
+    settled: float | None = None
+    checked = 0.0
+    while True:
+        if sink_log.poll():
+            quiet_since = time.time()
+            settled = None
+        if sink_log.delivered(accepted) >= len(accepted):
+            return "all delivered", sink_log.last_arrival
+        now = time.time()
+        if now >= deadline:
+            return "deadline", settled or now
+        if pending is not None and now > not_before and now - quiet_since > 2 and now > checked:
+            checked = now + 1.0
+            if pending() == 0:
+                settled = settled or now
+                if now - quiet_since > QUIET_S:
+                    return "nothing pending", max(settled, sink_log.last_arrival)
+            else:
+                settled = None
+        time.sleep(0.2)
+
+
+def _lead(target: str, count: int) -> float:
+    return 5.0 + count / POST_RATE_FLOOR[target]
+
+
+def _post(server: Server, run: Run, count: int, due_start: float, spread: float) -> Child:
+    return Child(
+        "poster",
+        [
+            PYTHON,
+            "-m",
+            "bench.client",
+            "post",
+            "--url",
+            server.url,
+            "--count",
+            str(count),
+            "--due-start",
+            f"{due_start:.6f}",
+            "--spread",
+            str(spread),
+            "--concurrency",
+            str(POST_CONCURRENCY),
+            "--out",
+            str(run.directory / "posts.jsonl"),
+        ],
+        run.directory / "poster.log",
+    )
+
+
+def _probe(server: Server, run: Run, rates: dict[str, float]) -> Child:
+    argv = [
+        PYTHON,
+        "-m",
+        "bench.client",
+        "probe",
+        "--url",
+        server.url,
+        "--token",
+        ADMIN_TOKEN,
+        "--duration",
+        "900",
+        "--out",
+        str(run.directory / "probe.jsonl"),
+    ]
+    for route, rate in rates.items():
+        argv += [f"--{route}-rate", str(rate)]
+    return Child("probe", argv, run.directory / "probe.log")
+
+
+def delivery(
+    run: Run,
+    count: int,
+    spread: float,
+    crash_downtime: float | None = None,
+    steady: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Post `count` reminders due from one instant over `spread` seconds and measure delivery.
+
+    crash_downtime: SIGKILL the target once posting is done (before anything is due) and start
+    it again this many seconds after the first due instant.
+    steady: request rates per route kept up while the reminders fire (the mixed scenario).
+    """
+    if run.target == "limit":
+        return _delivery_limit(run, count, spread, crash_downtime)
+    figures: dict[str, Any] = {}
+    with (
+        sink(run.directory) as (sink_port, sink_log),
+        database(run.db, run.directory, run.target) as url,
+    ):
+        server = TARGETS[run.target](run.directory, url, sink_port)
+        try:
+            figures["startup_s"] = server.start()
+            lead = _lead(run.target, count)
+            due_start = time.time() + lead
+            log(f"{run.target}: posting {count} reminders, first due in {lead:.0f} s")
+            poster = _post(server, run, count, due_start, spread)
+            if poster.wait(lead + 300) is None:
+                poster.kill()
+                run.notes.append("posting did not finish within its time limit")
+            print(poster.tail(1), flush=True)
+            accepted, enqueue = accepted_reminders(run.directory / "posts.jsonl")
+            figures.update(enqueue)
+            finished = enqueue["posting_finished_at"] or 0.0
+            figures["posting_finished_before_due_s"] = due_start - finished
+            if finished > due_start:
+                run.notes.append(
+                    f"posting finished {finished - due_start:.1f} s after the first due instant"
+                )
+            last_due = max(accepted.values(), default=due_start)
+            restart_at = None
+            if crash_downtime is not None:
+                figures["pending_at_kill"] = server.pending()
+                server.kill()
+                log(f"{run.target}: SIGKILLed with {figures['pending_at_kill']} pending")
+                restart_at = due_start + crash_downtime
+                sleep_until(restart_at)
+                figures["startup_with_pending_s"] = server.start()
+                log(f"{run.target}: restarted in {figures['startup_with_pending_s']:.2f} s")
+            probe_start = max(time.time(), due_start - 2)
+            sleep_until(probe_start)
+            rates = steady or {"health": 10.0, "jobs": 5.0}
+            probe = _probe(server, run, rates)
+            log(f"{run.target}: {len(accepted)} accepted, waiting for delivery")
+            stop_reason, settled = drain(
+                sink_log,
+                accepted,
+                deadline=last_due + DRAIN_DEADLINE_S + (crash_downtime or 0),
+                # Only what the scenario made due: the mixed load adds reminders due in 30 days.
+                pending=lambda: server.pending(due_before=last_due + 1),
+                not_before=max(last_due, restart_at or 0) + 2,
+            )
+            probe.stop()
+            figures["drain_stopped_because"] = stop_reason
+            figures.update(delivery_figures(accepted, sink_log, due_start))
+            # API figures cover the storm itself: from the first due instant until the last
+            # arrival, or until the target had nothing due left (checked every second).
+            figures["api_window_s"] = settled - due_start
+            figures.update(api_figures(run.directory / "probe.jsonl", due_start, settled))
+            figures["pending_at_end"] = server.pending(due_before=last_due + 1)
+            server.record_rss()
+            figures["peak_rss_mb"] = max(server.peak_rss, default=0) / 2**20 or None
+            figures["exit_code"] = server.stop()
+            figures["peak_rss_mb"] = max(server.peak_rss, default=0) / 2**20 or None
+            figures["target_status_counts"] = server.status_counts()
+            drained = figures["drain_s"]
+            log(
+                f"{run.target}: delivered {figures['delivered']}/{len(accepted)}, "
+                f"lost {figures['lost']}, dup {figures['duplicated']}, drain "
+                f"{'-' if drained is None else f'{drained:.2f}'} s ({stop_reason})"
+            )
+        finally:
+            server.stop()
+    return figures
+
+
+def _delivery_limit(
+    run: Run, count: int, spread: float, crash_downtime: float | None
+) -> dict[str, Any]:
+    """The raw sender; when everything is due at once it is a race against the sink, so it
+    runs LIMIT_ATTEMPTS times and the fastest attempt is the limit (all attempts are kept)."""
+    attempts = LIMIT_ATTEMPTS if spread == 0 else 1
+    results = []
+    for attempt in range(attempts):
+        results.append(_limit_attempt(run, count, spread, crash_downtime, attempt))
+    best = min(results, key=lambda figures: figures.get("drain_s") or float("inf"))
+    best = dict(best)
+    best["attempts"] = attempts
+    best["drain_s_per_attempt"] = [figures.get("drain_s") for figures in results]
+    return best
+
+
+def _limit_attempt(
+    run: Run, count: int, spread: float, crash_downtime: float | None, attempt: int
+) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    directory = run.directory / f"attempt-{attempt + 1}"
+    directory.mkdir(exist_ok=True)
+    with sink(directory) as (sink_port, sink_log):
+        due_start = time.time() + 3.0
+        not_before = due_start + crash_downtime if crash_downtime is not None else 0.0
+        sent_log = directory / "posts.jsonl"
+        sender = Child(
+            "limit",
+            [
+                PYTHON,
+                "-m",
+                "bench.limit",
+                "--port",
+                str(sink_port),
+                "--count",
+                str(count),
+                "--due-start",
+                f"{due_start:.6f}",
+                "--spread",
+                str(spread),
+                "--not-before",
+                f"{not_before:.6f}",
+                "--out",
+                str(sent_log),
+            ],
+            directory / "limit.log",
+        )
+        if sender.wait(spread + DRAIN_DEADLINE_S + (crash_downtime or 0) + 10) is None:
+            sender.kill()
+            run.notes.append(f"attempt {attempt + 1}: the raw sender did not finish in time")
+        accepted = {row["id"]: row["due"] for row in read_jsonl(sent_log)}
+        figures["accepted"] = len(accepted)
+        drain(sink_log, accepted, time.time() + 10, None, 0)
+        figures.update(delivery_figures(accepted, sink_log, due_start))
+    drained = figures["drain_s"]
+    log(
+        f"limit attempt {attempt + 1}: delivered {figures['delivered']}/{count}, drain "
+        f"{'-' if drained is None else f'{drained:.2f}'} s"
+    )
+    return figures
+
+
+# --- the scenarios -------------------------------------------------------------------------
+
+
+def storm(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+    count = 500 if quick() else 5000
+    params = {"count": count, "due": "all at one instant", "drain_deadline_s": DRAIN_DEADLINE_S}
+    return params, delivery(run, count, 0.0)
+
+
+def spread(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+    count, seconds = (300, 15.0) if quick() else (3000, 60.0)
+    params = {"count": count, "due": f"evenly over {seconds:g} s", "spread_s": seconds}
+    return params, delivery(run, count, seconds)
+
+
+def crash(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+    count = 200 if quick() else 1000
+    downtime = 10.0
+    params = {
+        "count": count,
+        "due": "all at one instant",
+        "kill": "SIGKILL once posting is done, before the due instant",
+        "restart_s_after_due": downtime,
+    }
+    return params, delivery(run, count, 0.0, crash_downtime=downtime)
+
+
+def mixed(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+    count = 500 if quick() else 5000
+    steady = {"post": 20.0, "jobs": 10.0, "health": 10.0}
+    params = {
+        "count": count,
+        "due": "all at one instant",
+        "steady_load_per_s": steady,
+        "steady_post": "POST /subscribe due in 30 days",
+    }
+    return params, delivery(run, count, 0.0, steady=steady)
+
+
+def scale(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+    from bench.scale import scale_run
+
+    return scale_run(run)
+
+
+def enqueue(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+    from bench.enqueue import enqueue_run
+
+    return enqueue_run(run)
+
+
+SCENARIOS: dict[str, Callable[[Run], tuple[dict[str, Any], dict[str, Any]]]] = {
+    "storm": storm,
+    "spread": spread,
+    "crash": crash,
+    "enqueue": enqueue,
+    "mixed": mixed,
+    "scale": scale,
+}
+
+
+def cleanup(run: Run, keep: bool) -> None:
+    """Remove the run's SQLite files (up to gigabytes at scale); logs and records stay."""
+    if keep:
+        return
+    for path in run.directory.glob("*.sqlite*"):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(run.directory / "scheduler_app" / "var", ignore_errors=True)
+
+
+def dump(figures: dict[str, Any]) -> str:
+    return json.dumps(figures, indent=2, default=str)
