@@ -21,7 +21,7 @@ from apscheduler.events import (
     EVENT_JOB_MISSED,
     JobExecutionEvent,
 )
-from apscheduler.executors.base import BaseExecutor
+from apscheduler.executors.base import BaseExecutor, MaxInstancesReachedError
 from apscheduler.job import Job
 from apscheduler.triggers.date import DateTrigger
 
@@ -99,7 +99,9 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         self._registry = registry
         # Bounds open SMTP connections and worker threads when thousands fall due at once.
         self._slots = asyncio.Semaphore(max_concurrent_jobs)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # One-off runs that fell due while the same job was still running, started when it ends.
+        self._deferred: dict[str, tuple[Job, list[datetime]]] = {}
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -131,13 +133,48 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
             await asyncio.wait(pending)
         return len(pending)
 
-    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+    def submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        with self._lock:
+            if self._instances[job.id] < job.max_instances:
+                self._do_submit_job(job, run_times)
+                self._instances[job.id] += 1
+                return
+            if isinstance(job.trigger, DateTrigger):
+                # APScheduler removes a one-off job whose submission was refused, which would
+                # drop a retry that falls due while the attempt that scheduled it is still
+                # recording its outcome. It runs as soon as that attempt ends instead.
+                self._deferred[job.id] = (job, run_times)
+                return
+        self._spawn_threadsafe(
+            self._record(
+                runs.record_missed,
+                job.id,
+                job.args[0],
+                run_times,
+                self._context.clock(),
+                "skipped: the previous run of this job was still running",
+            ),
+            job.id,
+        )
+        raise MaxInstancesReachedError(job)
+
+    def _run_job_success(self, job_id: str, events: list[JobExecutionEvent]) -> None:
+        super()._run_job_success(job_id, events)
+        with self._lock:
+            deferred = None if job_id in self._instances else self._deferred.pop(job_id, None)
+        if deferred is not None:
+            self.submit_job(*deferred)
+
+    def _spawn_threadsafe(self, work: Coroutine[Any, Any, Any], name: str) -> None:
         assert self._loop is not None, "executor not started"
+        self._loop.call_soon_threadsafe(self._spawn, work, name)
+
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
         skipped = _coalesced_away(job, run_times)
         # Called from the job store's worker thread: the task is created on the loop.
-        self._loop.call_soon_threadsafe(self._spawn, self._run(job, run_times, skipped), job.id)
+        self._spawn_threadsafe(self._run(job, run_times, skipped), job.id)
 
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
         assert self._loop is not None
         task = self._loop.create_task(work, name=f"job:{name}")
         self._tasks.add(task)

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apscheduler.triggers.date import DateTrigger
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from jobs import REGISTRY
 from scheduler_app.errors import ConfigError
-from scheduler_app.executor import JobContext, RegisteredJob
+from scheduler_app.executor import JobContext, RegisteredJob, registered_job
 from scheduler_app.models import CronJob, JobRun
 from scheduler_app.runtime import Runtime
 from tests.support import ADMIN, Deployment, wait_until
@@ -33,10 +34,18 @@ async def explode(ctx: JobContext) -> None:
     raise RuntimeError("the report server is on fire")
 
 
+async def linger(ctx: JobContext, label: str) -> str:
+    """Record a call, then stay running long enough for the test to act meanwhile."""
+    CALLS.append((label, 0))
+    await asyncio.sleep(0.4)
+    return f"lingered {label}"
+
+
 TEST_REGISTRY = {
     **REGISTRY,
     "note": RegisteredJob("note", note, "Record a call."),
     "explode": RegisteredJob("explode", explode, "Always fail."),
+    "linger": RegisteredJob("linger", linger, "Take a while."),
 }
 
 NOTE_JOB = {"id": "note-a", "job": "note", "cron": "0 8 * * *", "args": ["a"]}
@@ -292,3 +301,47 @@ def test_the_built_in_jobs_run_through_the_scheduler(
     assert [name.rsplit(".", 1)[1] for name in reports] == ["json", "md"]
     assert cleanup.outcome == "success", cleanup.error
     assert "tokens expired: 0" in (cleanup.result or "")
+
+
+def running_record(client: TestClient, job_id: str) -> JobRun | None:
+    return next((r for r in runs_of(client, job_id) if r.outcome == "running"), None)
+
+
+def test_a_run_due_while_the_previous_one_runs_is_recorded_missed(
+    deployment: Deployment,
+) -> None:
+    deployment.write([{"id": "slow", "job": "linger", "cron": "0 0 1 1 *", "args": ["s"]}])
+    with deployment.client() as client:
+        make_due(client, "slow")
+        wait_until(lambda: running_record(client, "slow"))
+        make_due(client, "slow")
+        wait_until(lambda: [r for r in runs_of(client, "slow") if r.outcome == "success"])
+        records = runs_of(client, "slow")
+
+    assert CALLS == [("s", 0)]
+    assert sorted(r.outcome for r in records) == ["missed", "success"]
+    [missed] = [r for r in records if r.outcome == "missed"]
+    assert "previous run of this job was still running" in (missed.error or "")
+
+
+def test_a_one_off_run_due_while_the_same_job_runs_follows_it(deployment: Deployment) -> None:
+    """The shape of a retry scheduled by the attempt that is still recording its failure."""
+    deployment.write([])
+    with deployment.client() as client:
+        scheduler = runtime_of(client).scheduler
+
+        def due_now(label: str) -> None:
+            scheduler.add_job(
+                registered_job,
+                trigger=DateTrigger(datetime.now(UTC)),
+                args=("linger", label),
+                id="one-off",
+                replace_existing=True,
+            )
+
+        due_now("first")
+        wait_until(lambda: running_record(client, "one-off"))
+        due_now("second")
+        wait_until(lambda: len([r for r in runs_of(client, "one-off") if r.finished_at]) == 2)
+
+    assert CALLS == [("first", 0), ("second", 0)]
