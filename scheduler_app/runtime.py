@@ -119,6 +119,7 @@ class Runtime:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
             await asyncio.sleep(0)  # AsyncIOScheduler shuts down in a loop callback
+        await self.mail.close()
         self.engine.dispose()
         logger.info("scheduler-app stopped")
 

@@ -45,6 +45,11 @@ class SmtpSettings(_Section):
     starttls: bool = True
     use_tls: bool = False
     timeout_s: float = Field(30.0, gt=0, le=600)
+    # Connections are reused: at most pool_size open at once, each closed after idle_timeout_s
+    # unused or max_messages_per_connection messages.
+    pool_size: int = Field(8, ge=1, le=256)
+    idle_timeout_s: float = Field(30.0, gt=0, le=3600)
+    max_messages_per_connection: int = Field(100, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _one_tls_mode(self) -> SmtpSettings:

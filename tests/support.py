@@ -119,6 +119,8 @@ class SmtpSink:
     host: str = "127.0.0.1"
     port: int = 0
     messages: list[Message] = field(default_factory=list)
+    # The client address of each accepted message: one per SMTP connection it came over.
+    peers: list[Any] = field(default_factory=list)
     # Replies for the next messages, in order (e.g. "451 try later"); then "250 OK".
     replies: list[str] = field(default_factory=list)
     # Seconds to wait before answering DATA: a slow server.
@@ -132,11 +134,16 @@ class SmtpSink:
             reply = self.replies.pop(0) if self.replies else "250 OK"
             if reply.startswith("250"):
                 self.messages.append(email.message_from_bytes(envelope.content))
+                self.peers.append(session.peer)
         return reply
 
     def received(self) -> list[Message]:
         with self._lock:
             return list(self.messages)
+
+    def connections_used(self) -> int:
+        with self._lock:
+            return len(set(self.peers))
 
 
 SinkT = TypeVar("SinkT", bound="SmtpSink")

@@ -23,6 +23,9 @@ class MailBackend(Protocol):
 
     async def send(self, message: EmailMessage) -> None: ...
 
+    async def close(self) -> None:
+        """Release what the backend holds open (connections), at shutdown."""
+
 
 def build_mail_backend(settings: MailSettings) -> MailBackend:
     # Imported here so that the SMTP client is only loaded when it is configured.

@@ -18,6 +18,9 @@ class OutboxBackend:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
+    async def close(self) -> None:
+        return None
+
     async def send(self, message: EmailMessage) -> None:
         try:
             await asyncio.to_thread(self._write, message.as_bytes())

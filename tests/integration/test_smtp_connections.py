@@ -1,0 +1,104 @@
+"""SMTP sessions are reused across messages, within the configured bounds, against a real
+server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from scheduler_app.mail import compose_message
+from scheduler_app.mail.smtp import SmtpBackend
+from scheduler_app.settings import SmtpSettings
+from tests.support import SmtpSink, free_port
+
+
+def backend_for(sink: SmtpSink, **options: Any) -> SmtpBackend:
+    return SmtpBackend(
+        SmtpSettings(host=sink.host, port=sink.port, starttls=False, timeout_s=5, **options)
+    )
+
+
+def message(n: int) -> Any:
+    return compose_message(
+        to=f"user{n}@example.com",
+        from_address="Tests <tests@example.com>",
+        subject=f"message {n}",
+        body="hello",
+        sent_at=datetime.now(UTC),
+        stable_id=f"test-{n}",
+        headers={"X-Reminder-Id": str(n)},
+    )
+
+
+async def send_all(backend: SmtpBackend, count: int, *, concurrently: bool) -> None:
+    try:
+        if concurrently:
+            await asyncio.gather(*(backend.send(message(n)) for n in range(count)))
+        else:
+            for n in range(count):
+                await backend.send(message(n))
+    finally:
+        await backend.close()
+
+
+def test_a_burst_goes_out_over_at_most_pool_size_connections(smtp_sink: SmtpSink) -> None:
+    asyncio.run(send_all(backend_for(smtp_sink, pool_size=3), 30, concurrently=True))
+
+    assert len(smtp_sink.received()) == 30
+    assert 1 <= smtp_sink.connections_used() <= 3
+
+
+def test_a_connection_is_renewed_after_max_messages(smtp_sink: SmtpSink) -> None:
+    backend = backend_for(smtp_sink, pool_size=1, max_messages_per_connection=3)
+    asyncio.run(send_all(backend, 7, concurrently=False))
+
+    assert len(smtp_sink.received()) == 7
+    assert smtp_sink.connections_used() == 3
+
+
+def test_an_idle_connection_is_not_reused_past_its_timeout(smtp_sink: SmtpSink) -> None:
+    async def two_apart() -> None:
+        backend = backend_for(smtp_sink, idle_timeout_s=0.1)
+        await backend.send(message(1))
+        await asyncio.sleep(0.2)
+        await backend.send(message(2))
+        await backend.close()
+
+    asyncio.run(two_apart())
+    assert smtp_sink.connections_used() == 2
+
+
+@pytest.fixture
+def restartable_sink() -> Iterator[tuple[SmtpSink, list[Controller]]]:
+    sink = SmtpSink(port=free_port())
+    controllers = [Controller(sink, hostname=sink.host, port=sink.port)]
+    controllers[0].start()
+    yield sink, controllers
+    controllers[-1].stop()
+
+
+def test_a_connection_the_server_closed_is_replaced_without_an_error(
+    restartable_sink: tuple[SmtpSink, list[Controller]],
+) -> None:
+    sink, controllers = restartable_sink
+
+    def restart_server() -> None:
+        controllers[-1].stop()  # closes every open session, as a server's idle limit does
+        controllers.append(Controller(sink, hostname=sink.host, port=sink.port))
+        controllers[-1].start()
+
+    async def around_a_restart() -> None:
+        backend = backend_for(sink)
+        await backend.send(message(1))
+        await asyncio.to_thread(restart_server)
+        await backend.send(message(2))
+        await backend.close()
+
+    asyncio.run(around_a_restart())
+    assert [m["X-Reminder-Id"] for m in sink.received()] == ["1", "2"]
+    assert sink.connections_used() == 2
