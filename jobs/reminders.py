@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from email.message import EmailMessage
 
@@ -27,12 +28,13 @@ async def deliver_reminder(ctx: JobContext, reminder_id: str) -> str:
     policy = ctx.settings.reminders
     window = timedelta(seconds=policy.late_window_s)
 
-    def start() -> tuple[str, Reminder | None]:
-        with ctx.sessions() as session:
-            return delivery.start_delivery(session, reminder_id, ctx.clock(), window)
+    def start() -> Awaitable[tuple[str, Reminder | None]]:
+        return ctx.writer.run(
+            lambda session: delivery.start_delivery(session, reminder_id, ctx.clock(), window)
+        )
 
-    # Each database step runs in a worker thread with its own short session, so no connection
-    # is held while the message is on its way.
+    # Each database step is a short transaction shared with the deliveries due at the same
+    # time; no connection is held while the message is on its way.
     outcome, reminder = await with_db_retries(start)
     if reminder is None:
         if outcome in ("missed", "failed"):
@@ -57,10 +59,9 @@ async def deliver_reminder(ctx: JobContext, reminder_id: str) -> str:
     return "sent"
 
 
-async def _in_session(ctx: JobContext, step: object, *args: object) -> None:
-    def run() -> None:
-        with ctx.sessions() as session:
-            step(session, *args)  # type: ignore[operator]
+async def _in_session(ctx: JobContext, step: Callable[..., object], *args: object) -> None:
+    def run() -> Awaitable[object]:
+        return ctx.writer.run(lambda session: step(session, *args))
 
     # Recording the outcome outlasts a database outage of about a minute: once a message is
     # out, failing to mark it sent would send it again after recovery.

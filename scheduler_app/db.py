@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -70,14 +70,14 @@ def ping(engine: Engine) -> None:
 
 
 async def with_db_retries(
-    step: Callable[[], T], *, attempts: int = 6, first_delay_s: float = 0.5
+    step: Callable[[], Awaitable[T]], *, attempts: int = 6, first_delay_s: float = 0.5
 ) -> T:
-    """Run a database step in a worker thread, retrying while the database is unreachable or
-    locked (waits double from first_delay_s); the last failure is raised."""
+    """Await a database step, trying it again while the database is unreachable or locked
+    (waits double from first_delay_s); the last failure is raised."""
     delay = first_delay_s
     for attempt in range(1, attempts + 1):
         try:
-            return await asyncio.to_thread(step)
+            return await step()
         except (OperationalError, InterfaceError) as exc:
             if attempt == attempts:
                 raise

@@ -1,4 +1,8 @@
-"""Delivery bookkeeping: what a due reminder needs, and recording each attempt's outcome."""
+"""Delivery bookkeeping: what a due reminder needs, and recording each attempt's outcome.
+
+Each function is one database step of a delivery; the caller commits (steps of concurrent
+deliveries share a transaction, see batch_writer).
+"""
 
 from __future__ import annotations
 
@@ -64,10 +68,8 @@ def start_delivery(
         )
     )
     if not result.rowcount:  # type: ignore[attr-defined]
-        session.rollback()
         return "skipped", None
     session.refresh(reminder)
-    session.commit()
     return "send", reminder
 
 
@@ -80,7 +82,6 @@ def record_retry(
         .where(Reminder.id == reminder_id, Reminder.status == ReminderStatus.SCHEDULED)
         .values(last_error=error[:MAX_ERROR_LENGTH], next_attempt_at=retry_at, updated_at=now)
     )
-    session.commit()
 
 
 def _span(delta: timedelta) -> str:
@@ -102,7 +103,6 @@ def mark_sent(session: Session, reminder_id: str, now: datetime) -> None:
             next_attempt_at=None,
         )
     )
-    session.commit()
 
 
 def mark_failed(session: Session, reminder_id: str, now: datetime, error: str) -> None:

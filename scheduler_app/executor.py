@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, NoReturn, TypeVar
 
 from apscheduler.events import (
@@ -26,6 +27,7 @@ from apscheduler.job import Job
 from apscheduler.triggers.date import DateTrigger
 
 from scheduler_app import runs
+from scheduler_app.batch_writer import BatchWriter
 from scheduler_app.clock import Clock
 from scheduler_app.db import SessionFactory
 from scheduler_app.errors import Conflict
@@ -63,6 +65,8 @@ class JobContext:
     sessions: SessionFactory
     mail: MailBackend
     clock: Clock
+    # Short writes that many jobs make at once (delivery bookkeeping) go through here.
+    writer: BatchWriter
 
 
 JobFunction = Callable[..., Awaitable[Any]]
@@ -112,6 +116,10 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
     def shutdown(self, wait: bool = True) -> None:
         # Running jobs are left to drain(), which the service awaits with a deadline.
         return None
+
+    @property
+    def context(self) -> JobContext:
+        return self._context
 
     def running_job_ids(self) -> set[str]:
         with self._lock:
@@ -255,8 +263,10 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
             self._instances[job_id] += 1
         try:
             now = self._context.clock()
-            run_id = await asyncio.to_thread(
-                self._write, runs.start_run, job_id, name, now, now, manual=True
+            run_id = await self._context.writer.run(
+                partial(
+                    runs.start_run, job_id=job_id, job=name, scheduled_for=now, now=now, manual=True
+                )
             )
         except BaseException:
             self._run_job_success(job_id, [])
@@ -333,15 +343,10 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
             misfire_grace_time=None,
         )
 
-    def _write(self, write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        with self._context.sessions() as session:
-            return write(session, *args, **kwargs)
-
     async def _record(self, write: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
-        """Write a run record in a worker thread; a failure is logged, never fatal to the job."""
-
+        """Write a run record; a failure is logged, never fatal to the job."""
         try:
-            return await asyncio.to_thread(self._write, write, *args, **kwargs)
+            return await self._context.writer.run(lambda session: write(session, *args, **kwargs))
         except Exception:
             logger.exception("could not write the run record of %s", args[0] if args else "?")
             return None

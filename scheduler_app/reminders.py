@@ -167,6 +167,7 @@ def cancel(session: Session, reminder: Reminder, now: datetime) -> None:
     """Cancel a scheduled reminder; again is a no-op; a finished one raises Conflict."""
     if reminder.status != ReminderStatus.CANCELLED:
         finish(session, reminder.id, ReminderStatus.CANCELLED, now)
+        session.commit()
         session.refresh(reminder)
     if reminder.status != ReminderStatus.CANCELLED:
         raise Conflict(
@@ -244,7 +245,10 @@ def finish(
     now: datetime,
     error: str | None = None,
 ) -> bool:
-    """Move a scheduled reminder to a final status; False if it was no longer scheduled."""
+    """Move a scheduled reminder to a final status; False if it was no longer scheduled.
+
+    The caller commits.
+    """
     values: dict[str, object] = {"status": status, "finished_at": now, "updated_at": now}
     if error is not None:
         values["last_error"] = error[:MAX_ERROR_LENGTH]
@@ -253,5 +257,4 @@ def finish(
         .where(Reminder.id == reminder_id, Reminder.status == ReminderStatus.SCHEDULED)
         .values(**values)
     )
-    session.commit()
     return bool(result.rowcount)  # type: ignore[attr-defined]

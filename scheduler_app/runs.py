@@ -24,7 +24,7 @@ def start_run(
     *,
     manual: bool = False,
 ) -> str:
-    """Record a run as started and return its id."""
+    """Record a run as started and return its id (the caller commits)."""
     run = JobRun(
         id=str(uuid.uuid4()),
         job_id=job_id,
@@ -35,7 +35,6 @@ def start_run(
         manual=manual,
     )
     session.add(run)
-    session.commit()
     return run.id
 
 
@@ -58,7 +57,6 @@ def finish_run(
             result=_clip(result),
         )
     )
-    session.commit()
 
 
 def record_missed(
@@ -69,7 +67,7 @@ def record_missed(
     now: datetime,
     reason: str,
 ) -> int:
-    """Record each scheduled time as a missed run; return how many were recorded."""
+    """Record each scheduled time as a missed run; return how many (the caller commits)."""
     runs = [
         JobRun(
             id=str(uuid.uuid4()),
@@ -84,7 +82,6 @@ def record_missed(
         for scheduled_for in scheduled_times
     ]
     session.add_all(runs)
-    session.commit()
     return len(runs)
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from scheduler_app import runs
+from scheduler_app.batch_writer import BatchWriter
 from scheduler_app.clock import Clock
 from scheduler_app.db import SessionFactory, create_db_engine, create_session_factory, describe_url
 from scheduler_app.errors import ConfigError
@@ -72,7 +73,11 @@ class Runtime:
         await asyncio.to_thread(upgrade_database, engine)
         sessions = create_session_factory(engine)
         mail = build_mail_backend(settings.mail)
-        context = JobContext(settings=settings, sessions=sessions, mail=mail, clock=clock)
+        writer = BatchWriter(sessions)
+        writer.start()
+        context = JobContext(
+            settings=settings, sessions=sessions, mail=mail, clock=clock, writer=writer
+        )
         executor = RegistryExecutor(context, registry, settings.scheduler.max_concurrent_jobs)
         runtime = cls(
             settings=settings,
@@ -119,6 +124,7 @@ class Runtime:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
             await asyncio.sleep(0)  # AsyncIOScheduler shuts down in a loop callback
+        await asyncio.to_thread(self.executor.context.writer.stop)
         await self.mail.close()
         self.engine.dispose()
         logger.info("scheduler-app stopped")

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Engine
 
 from jobs.daily_report import daily_report
+from scheduler_app.batch_writer import BatchWriter
 from scheduler_app.db import create_session_factory
 from scheduler_app.executor import JobContext
 from scheduler_app.mail.outbox import OutboxBackend
@@ -160,6 +161,7 @@ def context(settings: Settings, engine: Engine, now: datetime = END) -> JobConte
         sessions=create_session_factory(engine),
         mail=OutboxBackend(settings.mail.outbox_dir),
         clock=lambda: now,
+        writer=BatchWriter(create_session_factory(engine)),
     )
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from jobs.token_cleanup import token_cleanup
 from scheduler_app import cleanup
+from scheduler_app.batch_writer import BatchWriter
 from scheduler_app.db import SessionFactory, create_session_factory
 from scheduler_app.executor import JobContext
 from scheduler_app.mail.outbox import OutboxBackend
@@ -70,6 +71,7 @@ def context(
         sessions=sessions,
         mail=OutboxBackend(settings.mail.outbox_dir),
         clock=lambda: NOW,
+        writer=BatchWriter(sessions),
     )
 
 

@@ -1,0 +1,129 @@
+"""Group commit: the database steps of many concurrent jobs share one transaction.
+
+When thousands of reminders fall due together, each delivery records its start, its attempt and
+its outcome. One transaction per step costs a commit each (a disk flush on PostgreSQL) and, on
+SQLite, a fight for the single write lock. Here one worker thread takes every step queued since
+its last commit, runs them in one session and commits once; each caller gets its own result or
+its own exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.orm import Session
+
+from scheduler_app.db import SessionFactory
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+# Steps committed together at most; bounds how long one transaction holds its locks.
+MAX_BATCH = 256
+
+
+@dataclass
+class _Step(Generic[T]):
+    work: Callable[[Session], T]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[T]
+
+
+_STOP = object()
+
+
+class BatchWriter:
+    """Runs database steps in one worker thread, committing the steps queued together at once.
+
+    A step receives the session and must neither commit nor roll back. Should one step of a batch
+    fail, the batch is rolled back and each of its steps is run again in a transaction of its own,
+    so a failure only ever reaches the step that caused it.
+    """
+
+    def __init__(self, sessions: SessionFactory, max_batch: int = MAX_BATCH) -> None:
+        self._sessions = sessions
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._work, name="db-batch-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Commit what is queued, then end the worker thread."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout_s)
+        self._thread = None
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        if self._thread is None:
+            raise RuntimeError("the database writer is not running")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Step(work, loop, future))
+        return await future
+
+    def _work(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch: list[_Step[Any]] = [first]
+            stopping = False
+            while len(batch) < self._max_batch:
+                try:
+                    step = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if step is _STOP:
+                    stopping = True
+                    break
+                batch.append(step)
+            self._commit(batch)
+            if stopping:
+                return
+
+    def _commit(self, batch: list[_Step[Any]]) -> None:
+        try:
+            with self._sessions() as session:
+                results = [step.work(session) for step in batch]
+                session.commit()
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch, [], exc)
+                return
+            for step in batch:
+                self._commit([step])
+            return
+        _settle(batch, results, None)
+
+
+def _settle(batch: list[_Step[Any]], results: list[Any], error: Exception | None) -> None:
+    """Hand each caller its result (or the error), with one wake-up per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+    for index, step in enumerate(batch):
+        outcome = error if error is not None else results[index]
+        by_loop.setdefault(step.loop, []).append((step.future, outcome))
+    for loop, outcomes in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, outcomes, error is not None)
+        except RuntimeError:  # the loop closed: nobody is waiting any more
+            logger.debug("a database step finished after its event loop closed")
+
+
+def _resolve(outcomes: list[tuple[asyncio.Future[Any], Any]], failed: bool) -> None:
+    for future, outcome in outcomes:
+        if future.done():  # the caller was cancelled meanwhile
+            continue
+        if failed:
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
