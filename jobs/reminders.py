@@ -29,9 +29,8 @@ async def deliver_reminder(ctx: JobContext, reminder_id: str) -> str:
     window = timedelta(seconds=policy.late_window_s)
 
     def start() -> Awaitable[tuple[str, Reminder | None]]:
-        return ctx.writer.run(
-            lambda session: delivery.start_delivery(session, reminder_id, ctx.clock(), window)
-        )
+        starting = delivery.DeliveryStart(reminder_id, ctx.clock(), window)
+        return ctx.writer.run_grouped(delivery.START_DELIVERIES, starting)
 
     # Each database step is a short transaction shared with the deliveries due at the same
     # time; no connection is held while the message is on its way.
@@ -55,7 +54,10 @@ async def deliver_reminder(ctx: JobContext, reminder_id: str) -> str:
         why = "permanent error" if not transient else f"gave up after {reminder.attempts} attempts"
         await _in_session(ctx, delivery.mark_failed, reminder_id, ctx.clock(), f"{why}: {error}")
         raise
-    await _in_session(ctx, delivery.mark_sent, reminder_id, ctx.clock())
+    sent = (reminder_id, ctx.clock())
+    # Recording the outcome outlasts a database outage of about a minute: once a message is
+    # out, failing to mark it sent would send it again after recovery.
+    await with_db_retries(lambda: ctx.writer.run_grouped(delivery.MARK_SENT, sent), attempts=8)
     return "sent"
 
 
@@ -63,8 +65,6 @@ async def _in_session(ctx: JobContext, step: Callable[..., object], *args: objec
     def run() -> Awaitable[object]:
         return ctx.writer.run(lambda session: step(session, *args))
 
-    # Recording the outcome outlasts a database outage of about a minute: once a message is
-    # out, failing to mark it sent would send it again after recovery.
     await with_db_retries(run, attempts=8)
 
 

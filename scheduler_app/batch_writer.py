@@ -3,8 +3,9 @@
 When thousands of reminders fall due together, each delivery records its start, its attempt and
 its outcome. One transaction per step costs a commit each (a disk flush on PostgreSQL) and, on
 SQLite, a fight for the single write lock. Here one worker thread takes every step queued since
-its last commit, runs them in one session and commits once; each caller gets its own result or
-its own exception.
+its last commit, runs them in one transaction and commits once; each caller gets its own result
+or its own exception. A `Grouped` step goes further: the items that many callers queued for it
+are written by one statement (an executemany or an UPDATE ... WHERE id IN).
 """
 
 from __future__ import annotations
@@ -15,23 +16,37 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic, TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from scheduler_app.db import SessionFactory
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+Item = TypeVar("Item")
 # Steps committed together at most; bounds how long one transaction holds its locks.
 MAX_BATCH = 256
 
 
+@dataclass(frozen=True, eq=False)
+class Grouped(Generic[Item, T]):
+    """A step that many callers make at once: run once per batch with every caller's item,
+    returning one result per item, in order."""
+
+    name: str
+    run_all: Callable[[Session, list[Item]], list[T]]
+
+
 @dataclass
 class _Step(Generic[T]):
-    work: Callable[[Session], T]
+    work: Callable[[Session], T] | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
+    group: Grouped[Any, T] | None = None
+    item: Any = None
 
 
 _STOP = object()
@@ -64,11 +79,21 @@ class BatchWriter:
         self._thread = None
 
     async def run(self, work: Callable[[Session], T]) -> T:
+        """Run work(session) in the next batch; its result, or its exception."""
+        return await self._submit(work, None, None)
+
+    async def run_grouped(self, step: Grouped[Item, T], item: Item) -> T:
+        """Add item to the next batch's call of step; this item's result, or the exception."""
+        return await self._submit(None, step, item)
+
+    async def _submit(
+        self, work: Callable[[Session], T] | None, group: Grouped[Any, T] | None, item: Any
+    ) -> T:
         if self._thread is None:
             raise RuntimeError("the database writer is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Step(work, loop, future))
+        self._queue.put(_Step(work, loop, future, group, item))
         return await future
 
     def _work(self) -> None:
@@ -93,9 +118,9 @@ class BatchWriter:
 
     def _commit(self, batch: list[_Step[Any]]) -> None:
         try:
-            with self._sessions() as session:
-                results = [step.work(session) for step in batch]
-                session.commit()
+            with self._sessions() as outer:
+                results = self._run_batch(batch, outer.connection())
+                outer.commit()
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch, [], exc)
@@ -104,6 +129,34 @@ class BatchWriter:
                 self._commit([step])
             return
         _settle(batch, results, None)
+
+    def _run_batch(self, batch: list[_Step[Any]], connection: Connection) -> list[Any]:
+        results: list[Any] = [None] * len(batch)
+        groups: dict[Grouped[Any, Any], list[int]] = {}
+        for index, step in enumerate(batch):
+            if step.group is not None:
+                groups.setdefault(step.group, []).append(index)
+            else:
+                assert step.work is not None
+                results[index] = self._in_own_session(connection, step.work)
+        for group, indexes in groups.items():
+            items = [batch[index].item for index in indexes]
+            outcomes = self._in_own_session(connection, partial(_call_group, group, items))
+            for index, outcome in zip(indexes, outcomes, strict=True):
+                results[index] = outcome
+        return results
+
+    def _in_own_session(self, connection: Connection, work: Callable[[Session], T]) -> T:
+        # A session of its own per step, inside the batch's transaction: each keeps a small
+        # identity map, so an UPDATE never has to reconcile the objects of every other step.
+        with self._sessions(bind=connection) as session:
+            result = work(session)
+            session.flush()
+            return result
+
+
+def _call_group(group: Grouped[Item, T], items: list[Item], session: Session) -> list[T]:
+    return group.run_all(session, items)
 
 
 def _settle(batch: list[_Step[Any]], results: list[Any], error: Exception | None) -> None:

@@ -7,11 +7,13 @@ deliveries share a transaction, see batch_writer).
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
+from scheduler_app.batch_writer import Grouped
 from scheduler_app.models import Reminder, ReminderStatus
 from scheduler_app.reminders import MAX_ERROR_LENGTH, finish
 from scheduler_app.settings import ReminderSettings
@@ -66,11 +68,81 @@ def start_delivery(
             updated_at=now,
             next_attempt_at=None,
         )
+        .execution_options(synchronize_session=False)
     )
     if not result.rowcount:  # type: ignore[attr-defined]
         return "skipped", None
-    session.refresh(reminder)
+    # Handed out detached with what the UPDATE wrote, instead of reading the row once more.
+    session.expunge(reminder)
+    reminder.attempts += 1
+    reminder.last_attempt_at = now
+    reminder.updated_at = now
+    reminder.next_attempt_at = None
     return "send", reminder
+
+
+@dataclass(frozen=True)
+class DeliveryStart:
+    reminder_id: str
+    now: datetime
+    late_window: timedelta
+
+
+def start_deliveries(
+    session: Session, starts: list[DeliveryStart]
+) -> list[tuple[str, Reminder | None]]:
+    """start_delivery for many reminders: those still scheduled and within the late-delivery
+    window get their attempt counted by one UPDATE; the others go one by one."""
+    now = max(start.now for start in starts)
+    cutoff = now - starts[0].late_window
+    ids = [start.reminder_id for start in starts]
+    counted = session.scalars(
+        update(Reminder)
+        .where(
+            Reminder.id.in_(ids),
+            Reminder.status == ReminderStatus.SCHEDULED,
+            or_(Reminder.remind_at >= cutoff, Reminder.requeued_at >= cutoff),
+        )
+        .values(
+            attempts=Reminder.attempts + 1,
+            last_attempt_at=now,
+            updated_at=now,
+            next_attempt_at=None,
+        )
+        .returning(Reminder),
+        execution_options={"synchronize_session": False},
+    ).all()
+    for reminder in counted:
+        session.expunge(reminder)
+    by_id = {reminder.id: reminder for reminder in counted}
+    return [
+        ("send", by_id[start.reminder_id])
+        if start.reminder_id in by_id
+        else start_delivery(session, start.reminder_id, start.now, start.late_window)
+        for start in starts
+    ]
+
+
+def mark_all_sent(session: Session, sent: list[tuple[str, datetime]]) -> list[None]:
+    """Mark many reminders sent, in one statement. Unconditional: once a message is out, "sent"
+    is the truth even if a cancel raced it."""
+    rows = [
+        {
+            "id": reminder_id,
+            "status": ReminderStatus.SENT,
+            "sent_at": now,
+            "finished_at": now,
+            "updated_at": now,
+            "next_attempt_at": None,
+        }
+        for reminder_id, now in sent
+    ]
+    session.execute(update(Reminder), rows)
+    return [None] * len(sent)
+
+
+START_DELIVERIES = Grouped("start deliveries", start_deliveries)
+MARK_SENT = Grouped("mark sent", mark_all_sent)
 
 
 def record_retry(
@@ -88,21 +160,6 @@ def _span(delta: timedelta) -> str:
     minutes, seconds = divmod(int(delta.total_seconds()), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{seconds:02d}s"
-
-
-def mark_sent(session: Session, reminder_id: str, now: datetime) -> None:
-    # Unconditional: once the message is out, "sent" is the truth even if a cancel raced it.
-    session.execute(
-        update(Reminder)
-        .where(Reminder.id == reminder_id)
-        .values(
-            status=ReminderStatus.SENT,
-            sent_at=now,
-            finished_at=now,
-            updated_at=now,
-            next_attempt_at=None,
-        )
-    )
 
 
 def mark_failed(session: Session, reminder_id: str, now: datetime, error: str) -> None:

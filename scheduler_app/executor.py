@@ -13,7 +13,6 @@ import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any, NoReturn, TypeVar
 
 from apscheduler.events import (
@@ -27,16 +26,18 @@ from apscheduler.job import Job
 from apscheduler.triggers.date import DateTrigger
 
 from scheduler_app import runs
-from scheduler_app.batch_writer import BatchWriter
+from scheduler_app.batch_writer import BatchWriter, Grouped
 from scheduler_app.clock import Clock
 from scheduler_app.db import SessionFactory
 from scheduler_app.errors import Conflict
 from scheduler_app.mail import MailBackend
 from scheduler_app.models import RunOutcome
+from scheduler_app.runs import RunEnd
 from scheduler_app.settings import Settings
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+Item = TypeVar("Item")
 NOT_STARTED = (
     "not started: the service was shutting down (a reminder is recovered at the next start)"
 )
@@ -236,7 +237,8 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
                 await self._record(runs.record_missed, job.id, name, [run_time], now, reason)
                 return JobExecutionEvent(EVENT_JOB_MISSED, job.id, store, run_time)
 
-        run_id = await self._record(runs.start_run, job.id, name, run_time, now)
+        start = runs.RunStart(job.id, name, scheduled_for=run_time, started_at=now)
+        run_id = await self._record_grouped(runs.START_RUNS, start)
         outcome, retval, exc = await self._execute(run_id, job.id, name, args, job.kwargs)
         if exc is not None:
             return JobExecutionEvent(
@@ -263,11 +265,8 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
             self._instances[job_id] += 1
         try:
             now = self._context.clock()
-            run_id = await self._context.writer.run(
-                partial(
-                    runs.start_run, job_id=job_id, job=name, scheduled_for=now, now=now, manual=True
-                )
-            )
+            start = runs.RunStart(job_id, name, scheduled_for=now, started_at=now, manual=True)
+            run_id = await self._context.writer.run_grouped(runs.START_RUNS, start)
         except BaseException:
             self._run_job_success(job_id, [])
             raise
@@ -276,13 +275,8 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
             try:
                 async with self._slots:
                     if self._stopping:
-                        await self._record(
-                            runs.finish_run,
-                            run_id,
-                            self._context.clock(),
-                            RunOutcome.MISSED,
-                            error=NOT_STARTED,
-                        )
+                        end = RunEnd(run_id, self._context.clock(), RunOutcome.MISSED, NOT_STARTED)
+                        await self._record_grouped(runs.FINISH_RUNS, end)
                         return
                     await self._execute(run_id, job_id, name, args, kwargs)
             finally:
@@ -317,9 +311,8 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
             outcome, error, failure = RunOutcome.ERROR, f"{type(exc).__name__}: {exc}", exc
         if run_id is not None:
             result = None if retval is None else str(retval)
-            await self._record(
-                runs.finish_run, run_id, self._context.clock(), outcome, error=error, result=result
-            )
+            end = RunEnd(run_id, self._context.clock(), outcome, error, result)
+            await self._record_grouped(runs.FINISH_RUNS, end)
         return outcome, retval, failure
 
     def _schedule_retry(
@@ -349,6 +342,14 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
             return await self._context.writer.run(lambda session: write(session, *args, **kwargs))
         except Exception:
             logger.exception("could not write the run record of %s", args[0] if args else "?")
+            return None
+
+    async def _record_grouped(self, step: Grouped[Item, T], item: Item) -> T | None:
+        """Write a run record along with other jobs' records; a failure is logged only."""
+        try:
+            return await self._context.writer.run_grouped(step, item)
+        except Exception:
+            logger.exception("could not write the run record (%s) %s", step.name, item)
             return None
 
 

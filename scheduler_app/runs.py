@@ -4,59 +4,73 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
+from scheduler_app.batch_writer import Grouped
 from scheduler_app.models import JobRun, RunOutcome
 
 MAX_TEXT_LENGTH = 4000
 INTERRUPTED = "interrupted: the process stopped before the run finished"
 
 
-def start_run(
-    session: Session,
-    job_id: str,
-    job: str,
-    scheduled_for: datetime,
-    now: datetime,
-    *,
-    manual: bool = False,
-) -> str:
-    """Record a run as started and return its id (the caller commits)."""
-    run = JobRun(
-        id=str(uuid.uuid4()),
-        job_id=job_id,
-        job=job,
-        scheduled_for=scheduled_for,
-        started_at=now,
-        outcome=RunOutcome.RUNNING,
-        manual=manual,
-    )
-    session.add(run)
-    return run.id
+@dataclass(frozen=True)
+class RunStart:
+    job_id: str
+    job: str
+    scheduled_for: datetime
+    started_at: datetime
+    manual: bool = False
 
 
-def finish_run(
-    session: Session,
-    run_id: str,
-    now: datetime,
-    outcome: RunOutcome,
-    *,
-    error: str | None = None,
-    result: str | None = None,
-) -> None:
-    session.execute(
-        update(JobRun)
-        .where(JobRun.id == run_id)
-        .values(
-            outcome=outcome,
-            finished_at=now,
-            error=_clip(error),
-            result=_clip(result),
-        )
-    )
+@dataclass(frozen=True)
+class RunEnd:
+    run_id: str
+    finished_at: datetime
+    outcome: RunOutcome
+    error: str | None = None
+    result: str | None = None
+
+
+def start_runs(session: Session, starts: list[RunStart]) -> list[str]:
+    """Record many runs as started in one statement; their ids, in order."""
+    rows = [
+        {
+            "id": str(uuid.uuid4()),
+            "job_id": start.job_id,
+            "job": start.job,
+            "scheduled_for": start.scheduled_for,
+            "started_at": start.started_at,
+            "outcome": RunOutcome.RUNNING,
+            "manual": start.manual,
+        }
+        for start in starts
+    ]
+    session.execute(insert(JobRun), rows)
+    return [str(row["id"]) for row in rows]
+
+
+def finish_runs(session: Session, ends: list[RunEnd]) -> list[None]:
+    """Complete many run records in one statement."""
+    rows = [
+        {
+            "id": end.run_id,
+            "outcome": end.outcome,
+            "finished_at": end.finished_at,
+            "error": _clip(end.error),
+            "result": _clip(end.result),
+        }
+        for end in ends
+    ]
+    session.execute(update(JobRun), rows)
+    return [None] * len(ends)
+
+
+START_RUNS = Grouped("start runs", start_runs)
+FINISH_RUNS = Grouped("finish runs", finish_runs)
 
 
 def record_missed(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -19,8 +21,10 @@ from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler, run_in_event_loop
+from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.triggers.date import DateTrigger
-from sqlalchemy import Engine, and_, column, delete, insert, select, table
+from apscheduler.util import datetime_to_utc_timestamp
+from sqlalchemy import Engine, and_, column, delete, insert, select, table, tuple_
 
 from scheduler_app.clock import utcnow
 from scheduler_app.executor import RegistryExecutor, registered_job
@@ -33,25 +37,65 @@ JOBS_TABLE = "apscheduler_jobs"
 REMINDER_JOB_PREFIX = "reminder:"
 # After a failed pass over the job store, try again this soon.
 STORE_RETRY_S = 2.0
+# Job ids per DELETE when a pass removes the jobs it submitted (below SQLite's variable limit).
+REMOVE_CHUNK = 500
 
 
 class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
-    """An AsyncIOScheduler whose passes over the job store run in one worker thread."""
+    """An AsyncIOScheduler whose passes over the job store run in one worker thread, and which
+    only wakes up for a new job that is due before its next planned wake-up."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="job-store")
         self._pass: asyncio.Future[Any] | None = None
         self._again = False
+        # When the timer fires next (None: no timer); read and written on the loop only.
+        self._planned: float | None = None
+        # The earliest job added while a pass was under way, which that pass may not have seen.
+        self._added_during_pass: float | None = None
+        self._adding = threading.local()
+
+    def _real_add_job(self, job: Job, jobstore_alias: str, replace_existing: bool) -> None:
+        # APScheduler wakes up for every job added, which at hundreds of new reminders a second
+        # is a pass over the job store each; a job due after the planned wake-up needs none.
+        self._adding.active = True
+        try:
+            super()._real_add_job(job, jobstore_alias, replace_existing)
+        finally:
+            self._adding.active = False
+        if self.state == STATE_RUNNING and job.next_run_time is not None:
+            self._wake_by(job.next_run_time.timestamp())
+
+    def wakeup(self) -> None:
+        if not getattr(self._adding, "active", False):
+            self._wakeup_now()
 
     @run_in_event_loop  # type: ignore[untyped-decorator]
-    def wakeup(self) -> None:
+    def _wakeup_now(self) -> None:
         self._stop_timer()
         if self._pass is not None:
             self._again = True  # a pass is under way; run one more right after it
             return
         self._pass = asyncio.wrap_future(self._store_thread.submit(self._process_jobs))
         self._pass.add_done_callback(self._pass_done)
+
+    @run_in_event_loop  # type: ignore[untyped-decorator]
+    def _wake_by(self, due: float) -> None:
+        if self._pass is not None:
+            if self._added_during_pass is None or due < self._added_during_pass:
+                self._added_during_pass = due
+            return
+        if self._planned is None or due < self._planned:
+            self._start_timer(max(due - time.time(), 0))
+
+    def _start_timer(self, wait_seconds: float | None) -> None:
+        super()._start_timer(wait_seconds)
+        self._planned = None if wait_seconds is None else time.time() + wait_seconds
+
+    def _stop_timer(self) -> None:
+        super()._stop_timer()
+        self._planned = None
 
     def _pass_done(self, finished: asyncio.Future[Any]) -> None:
         self._pass = None
@@ -65,6 +109,11 @@ class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
         if self._again:
             self._again = False
             wait_seconds = 0
+        if self._added_during_pass is not None:
+            added_wait = max(self._added_during_pass - time.time(), 0)
+            self._added_during_pass = None
+            if wait_seconds is None or added_wait < wait_seconds:
+                wait_seconds = added_wait
         self._start_timer(wait_seconds)
 
     def shutdown(self, wait: bool = True) -> None:
@@ -73,9 +122,54 @@ class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
 
 
 class QuarantiningJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
-    """A SQLAlchemyJobStore that sets undecodable jobs aside instead of deleting them."""
+    """A SQLAlchemyJobStore that sets undecodable jobs aside instead of deleting them, and
+    removes the one-off jobs that a pass submitted in one statement at the end of the pass."""
 
-    def _get_jobs(self, *conditions: Any) -> list[Job]:
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        # The thread of the pass under way, the stored run time of each due job it read, and
+        # the submitted jobs it will remove.
+        self._pass_thread: int | None = None
+        self._due_run_times: dict[str, float] = {}
+        self._submitted: list[tuple[str, float]] = []
+
+    def get_due_jobs(self, now: datetime) -> list[Job]:
+        # A pass starts with this call and ends with get_next_run_time (APScheduler's order).
+        self._remove_submitted()
+        self._due_run_times = {}
+        due = self.jobs_t.c.next_run_time <= datetime_to_utc_timestamp(now)
+        jobs = self._get_jobs(due, remember=self._due_run_times)
+        self._pass_thread = threading.get_ident()
+        return jobs
+
+    def remove_job(self, job_id: str) -> None:
+        run_time = self._due_run_times.get(job_id)
+        if self._pass_thread == threading.get_ident() and run_time is not None:
+            # APScheduler deletes each submitted one-off job in its own transaction: 5,000
+            # commits when 5,000 reminders fall due together.
+            self._submitted.append((job_id, run_time))
+            return
+        super().remove_job(job_id)
+
+    def get_next_run_time(self) -> datetime | None:
+        self._remove_submitted()
+        next_run_time: datetime | None = super().get_next_run_time()
+        return next_run_time
+
+    def _remove_submitted(self) -> None:
+        self._pass_thread = None
+        if not self._submitted:
+            return
+        # Only the row as it was read: a job that already ran and stored a retry under the
+        # same id has a new run time, and that retry stays.
+        key = tuple_(self.jobs_t.c.id, self.jobs_t.c.next_run_time)
+        with self.engine.begin() as connection:
+            for start in range(0, len(self._submitted), REMOVE_CHUNK):
+                chunk = self._submitted[start : start + REMOVE_CHUNK]
+                connection.execute(delete(self.jobs_t).where(key.in_(chunk)))
+        self._submitted = []
+
+    def _get_jobs(self, *conditions: Any, remember: dict[str, float] | None = None) -> list[Job]:
         jobs: list[Job] = []
         query = select(self.jobs_t).order_by(self.jobs_t.c.next_run_time)
         if conditions:
@@ -86,6 +180,9 @@ class QuarantiningJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
                     jobs.append(self._reconstitute_job(row.job_state))
                 except Exception as exc:
                     self._quarantine(connection, row, exc)
+                    continue
+                if remember is not None:
+                    remember[row.id] = row.next_run_time
         return jobs
 
     def _quarantine(self, connection: Any, row: Any, exc: Exception) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
 from scheduler_app import runs
-from scheduler_app.batch_writer import BatchWriter
+from scheduler_app.batch_writer import BatchWriter, Grouped
 from scheduler_app.db import create_session_factory
 from scheduler_app.models import JobRun
 
@@ -27,7 +27,8 @@ def writer(engine: Engine) -> Iterator[BatchWriter]:
 
 
 def start_run(label: str) -> Callable[[Session], str]:
-    return lambda session: runs.start_run(session, f"job-{label}", "note", NOW, NOW)
+    start = runs.RunStart(f"job-{label}", "note", scheduled_for=NOW, started_at=NOW)
+    return lambda session: runs.start_runs(session, [start])[0]
 
 
 def stored_runs(engine: Engine) -> int:
@@ -76,3 +77,25 @@ def test_a_stopped_writer_refuses_new_steps(engine: Engine) -> None:
 
     with pytest.raises(RuntimeError, match="not running"):
         asyncio.run(writer.run(start_run("late")))
+
+
+def test_grouped_steps_write_every_item_in_one_call(engine: Engine, writer: BatchWriter) -> None:
+    calls: list[int] = []
+
+    def start_all(session: Session, starts: list[runs.RunStart]) -> list[str]:
+        calls.append(len(starts))
+        return runs.start_runs(session, starts)
+
+    grouped = Grouped("start runs, counted", start_all)
+    starts = [runs.RunStart(f"job-{n}", "note", NOW, NOW) for n in range(100)]
+
+    async def many() -> list[str]:
+        return await asyncio.gather(*(writer.run_grouped(grouped, start) for start in starts))
+
+    run_ids = asyncio.run(many())
+
+    with Session(engine) as session:
+        stored = {run.id: run.job_id for run in session.scalars(select(JobRun))}
+    assert [stored[run_id] for run_id in run_ids] == [start.job_id for start in starts]
+    assert sum(calls) == 100
+    assert len(calls) < 100
