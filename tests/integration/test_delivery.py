@@ -113,6 +113,16 @@ def test_reminders_due_together_are_each_sent_once(settings: Settings) -> None:
     assert sorted(delivered) == sorted(ids)
 
 
+def test_a_reminder_due_before_the_planned_wakeup_is_not_kept_waiting(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        later = subscribe(client, delay_s=3600)
+        soon = subscribe(client, delay_s=0.3)
+        sent = wait_for_status(client, soon, "sent", timeout_s=5)
+        assert show_reminder(client, later)["status"] == "scheduled"
+    lag = datetime.fromisoformat(sent["sent_at"]) - datetime.fromisoformat(sent["remind_at"])
+    assert lag < timedelta(seconds=2)
+
+
 @pytest.mark.parametrize("enabled", [False])
 def test_with_the_scheduler_disabled_reminders_are_stored_but_not_run(
     tmp_path: Path, database_url: str, enabled: bool
