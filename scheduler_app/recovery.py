@@ -1,9 +1,13 @@
-"""Recovery: give every scheduled reminder a job again.
+"""Recovery: give every scheduled reminder that falls due soon a job again.
 
-APScheduler deletes a date job from its store before the job body runs, so a process that dies
+APScheduler deletes a date job from its store when it submits it, so a process that dies
 mid-delivery leaves a reminder that is still 'scheduled' but has no job. This pass finds such
 reminders and schedules them again; delivery then re-checks the row, so a reminder that was in
 fact finished is not sent twice.
+
+The pass looks only at reminders due before a horizon (two passes ahead): its cost follows the
+reminders falling due, not the million that may be pending, and a reminder whose job was lost
+is still recovered before its time.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from datetime import datetime
 
 from scheduler_app import reminders
 from scheduler_app.db import SessionFactory
-from scheduler_app.scheduler import REMINDER_JOB_PREFIX, reminder_job_id
+from scheduler_app.scheduler import reminder_job_id
 
 logger = logging.getLogger(__name__)
 
@@ -36,22 +40,23 @@ def orphaned_reminders(
 
 async def recover_reminders(
     sessions: SessionFactory,
-    read_stored_job_ids: Callable[[str], set[str]],
+    read_stored_job_ids: Callable[[list[str]], set[str]],
     running_job_ids: Callable[[], set[str]],
     schedule: Callable[[str, datetime], None],
+    horizon: datetime,
 ) -> int:
-    """Schedule every orphaned reminder again; return how many were."""
+    """Schedule every orphaned reminder due by horizon again; return how many were."""
 
     def load() -> tuple[list[tuple[str, datetime]], set[str]]:
         with sessions() as session:
-            scheduled = reminders.scheduled_reminders(session)
+            due = reminders.reminders_due_by(session, horizon)
         # Read after the rows: a job removed in between is then either running or finished.
-        return scheduled, read_stored_job_ids(REMINDER_JOB_PREFIX)
+        return due, read_stored_job_ids([reminder_job_id(reminder_id) for reminder_id, _ in due])
 
-    scheduled, stored = await asyncio.to_thread(load)
-    orphans = orphaned_reminders(scheduled, stored, running_job_ids())
-    for reminder_id, due in orphans:
-        schedule(reminder_id, due)
+    due, stored = await asyncio.to_thread(load)
+    orphans = orphaned_reminders(due, stored, running_job_ids())
+    for reminder_id, at in orphans:
+        schedule(reminder_id, at)
     if orphans:
         logger.warning("recovered %d scheduled reminder(s) that had lost their job", len(orphans))
     return len(orphans)

@@ -176,12 +176,15 @@ def cancel(session: Session, reminder: Reminder, now: datetime) -> None:
         )
 
 
-def scheduled_reminders(session: Session) -> list[tuple[str, datetime]]:
-    """Every reminder still waiting for delivery, as (id, due time)."""
+def reminders_due_by(session: Session, horizon: datetime) -> list[tuple[str, datetime]]:
+    """Every reminder still waiting for delivery that falls due by `horizon`, with the time of
+    its next attempt (its due time, or the retry after a failed attempt)."""
     rows = session.execute(
-        select(Reminder.id, Reminder.remind_at).where(Reminder.status == ReminderStatus.SCHEDULED)
+        select(Reminder.id, Reminder.remind_at, Reminder.next_attempt_at).where(
+            Reminder.status == ReminderStatus.SCHEDULED, Reminder.remind_at <= horizon
+        )
     )
-    return [(row.id, as_utc(row.remind_at)) for row in rows]
+    return [(row.id, as_utc(row.next_attempt_at or row.remind_at)) for row in rows]
 
 
 def requeue(session: Session, reminder: Reminder, now: datetime) -> None:

@@ -8,7 +8,7 @@ import logging
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -140,11 +140,14 @@ class Runtime:
         unschedule_reminder_job(self.scheduler, reminder_id)
 
     async def recover(self) -> int:
+        # Two passes ahead: a reminder whose job is lost is recovered before it falls due.
+        horizon = self.clock() + timedelta(seconds=2 * self.settings.scheduler.recovery_interval_s)
         return await recover_reminders(
             self.sessions,
             partial(stored_job_ids, self.engine),
             self.executor.running_job_ids,
             self.schedule_reminder,
+            horizon,
         )
 
     async def _sweep(self) -> None:

@@ -248,9 +248,12 @@ def unschedule_reminder_job(scheduler: AsyncIOScheduler, reminder_id: str) -> No
         scheduler.remove_job(reminder_job_id(reminder_id))
 
 
-def stored_job_ids(engine: Engine, prefix: str) -> set[str]:
-    """Ids of stored jobs starting with prefix, read without unpickling any job."""
+def stored_job_ids(engine: Engine, job_ids: list[str]) -> set[str]:
+    """Which of job_ids are stored, read without unpickling any job."""
     jobs = table(JOBS_TABLE, column("id"))
+    found: set[str] = set()
     with engine.connect() as connection:
-        rows = connection.execute(select(jobs.c.id).where(jobs.c.id.startswith(prefix)))
-        return {row.id for row in rows}
+        for start in range(0, len(job_ids), REMOVE_CHUNK):
+            chunk = job_ids[start : start + REMOVE_CHUNK]
+            found.update(connection.scalars(select(jobs.c.id).where(jobs.c.id.in_(chunk))))
+    return found

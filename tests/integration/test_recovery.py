@@ -96,3 +96,25 @@ def test_restarting_keeps_one_job_per_reminder(settings: Settings) -> None:
         rows = connection.execute(select(Reminder.status)).scalars().all()
     engine.dispose()
     assert rows == ["scheduled"] * 3
+
+
+def test_a_lost_job_is_restored_once_its_reminder_comes_within_two_sweeps(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(tmp_path, database_url, scheduler={"recovery_interval_s": 600})
+    now = datetime.now(UTC)
+    clock_readings = [now]
+    with TestClient(create_app(settings, clock=lambda: clock_readings[-1])) as client:
+        runtime = client.app_state["runtime"]
+        created = client.post(
+            "/subscribe", json={"email": "ada@example.com", "delay_seconds": 3600}
+        ).json()
+        runtime.unschedule_reminder(created["id"])
+        assert client.portal is not None
+
+        # Due in an hour, past the horizon of two sweeps (20 min): not looked at yet.
+        assert client.portal.call(runtime.recover) == 0
+        clock_readings.append(now + timedelta(minutes=45))
+        assert client.portal.call(runtime.recover) == 1
+        [job] = [job for job in runtime.scheduler.get_jobs() if created["id"] in job.id]
+    assert job.next_run_time == datetime.fromisoformat(created["remind_at"])
