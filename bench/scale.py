@@ -65,18 +65,12 @@ def _os_env() -> dict[str, str]:
 
 
 def seed_scheduler_app(database_url: str, count: int) -> None:
-    from apscheduler.job import Job
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-    from apscheduler.triggers.date import DateTrigger
-    from apscheduler.util import datetime_to_utc_timestamp
-    from sqlalchemy import column, create_engine, insert, table
+    from sqlalchemy import create_engine, insert
 
-    from scheduler_app.executor import registered_job
     from scheduler_app.models import Reminder, ReminderStatus
-    from scheduler_app.scheduler import JOBS_TABLE, reminder_job_id
+    from scheduler_app.scheduler import JOBS, JOBS_TABLE, reminder_job_row
 
-    jobs_table = table(JOBS_TABLE, column("id"), column("next_run_time"), column("job_state"))
-    scheduler = SimpleNamespace(timezone=UTC)  # Job reads only the scheduler's zone
     now = datetime.now(UTC)
     engine = create_engine(database_url)
     # The job table is created by the job store when the scheduler starts, not by migrations.
@@ -100,30 +94,10 @@ def seed_scheduler_app(database_url: str, count: int) -> None:
                         "updated_at": now,
                     }
                 )
-                job = Job(
-                    scheduler,
-                    id=reminder_job_id(reminder_id),
-                    func=registered_job,
-                    args=("deliver_reminder", reminder_id),
-                    kwargs={},
-                    trigger=DateTrigger(run_date=due),
-                    executor="default",
-                    misfire_grace_time=None,
-                    coalesce=True,
-                    max_instances=1,
-                    next_run_time=due,
-                    name=f"reminder {reminder_id}",
-                )
-                job_rows.append(
-                    {
-                        "id": job.id,
-                        "next_run_time": datetime_to_utc_timestamp(due),
-                        "job_state": pickle.dumps(job.__getstate__(), pickle.HIGHEST_PROTOCOL),
-                    }
-                )
+                job_rows.append(reminder_job_row(reminder_id, due))
             with engine.begin() as connection:
                 connection.execute(insert(Reminder), reminder_rows)
-                connection.execute(insert(jobs_table), job_rows)
+                connection.execute(insert(JOBS), job_rows)
     finally:
         engine.dispose()
 

@@ -13,13 +13,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from scheduler_app.clock import as_utc
 from scheduler_app.errors import Conflict, Forbidden, InvalidField, NotFound
 from scheduler_app.models import Reminder, ReminderStatus
+from scheduler_app.scheduler import JOBS, reminder_job_row
 from scheduler_app.schemas import ReminderCreate
 from scheduler_app.settings import ReminderSettings
 
@@ -83,18 +83,28 @@ def subscribe(
     request: ReminderCreate,
     *,
     now: datetime,
+    due: datetime | InvalidField,
     limits: ReminderSettings,
     idempotency_key: str | None = None,
 ) -> Subscription:
-    """Store a new scheduled reminder, or return the one created with the same Idempotency-Key."""
+    """Store a new scheduled reminder and its job, or return the one created with the same
+    Idempotency-Key (the caller commits).
+
+    Args:
+        due: the due time from resolve_due_time, or the error it raised: a replay is answered
+            even when the original request's time has passed since.
+    """
     fingerprint = _fingerprint(request)
     key_hash = hash_token(idempotency_key) if idempotency_key is not None else None
     if key_hash is not None:
+        # Requests are written one at a time by the batch writer: a concurrent request with
+        # the same key is seen here. Another process winning the race makes the insert fail,
+        # and the writer's retry of this step alone answers with that process's reminder.
         existing = _replay(session, key_hash, fingerprint, idempotency_key)
         if existing is not None:
             return existing
-
-    due = resolve_due_time(request, now, limits)
+    if isinstance(due, InvalidField):
+        raise due
     reminder_id = str(uuid.uuid4())
     token = _cancel_token(reminder_id, idempotency_key)
     reminder = Reminder(
@@ -112,17 +122,8 @@ def subscribe(
         request_fingerprint=fingerprint,
     )
     session.add(reminder)
-    try:
-        session.commit()
-    except IntegrityError:
-        # A concurrent request with the same key won the race: answer with its reminder.
-        session.rollback()
-        if key_hash is None:
-            raise
-        replay = _replay(session, key_hash, fingerprint, idempotency_key)
-        if replay is None:
-            raise
-        return replay
+    # In the same transaction: a reminder is never stored without its job, nor the reverse.
+    session.execute(insert(JOBS), [reminder_job_row(reminder_id, due)])
     return Subscription(reminder, token, replayed=False)
 
 

@@ -124,10 +124,14 @@ class Runtime:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
             await asyncio.sleep(0)  # AsyncIOScheduler shuts down in a loop callback
-        await asyncio.to_thread(self.executor.context.writer.stop)
+        await asyncio.to_thread(self.writer.stop)
         await self.mail.close()
         self.engine.dispose()
         logger.info("scheduler-app stopped")
+
+    @property
+    def writer(self) -> BatchWriter:
+        return self.executor.context.writer
 
     @property
     def scheduler_running(self) -> bool:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import pickle
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from apscheduler.job import Job
@@ -39,6 +41,8 @@ REMINDER_JOB_PREFIX = "reminder:"
 STORE_RETRY_S = 2.0
 # Job ids per DELETE when a pass removes the jobs it submitted (below SQLite's variable limit).
 REMOVE_CHUNK = 500
+JOBS = table(JOBS_TABLE, column("id"), column("next_run_time"), column("job_state"))
+_ZONE_ONLY = SimpleNamespace(timezone=UTC)
 
 
 class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
@@ -64,8 +68,8 @@ class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
             super()._real_add_job(job, jobstore_alias, replace_existing)
         finally:
             self._adding.active = False
-        if self.state == STATE_RUNNING and job.next_run_time is not None:
-            self._wake_by(job.next_run_time.timestamp())
+        if job.next_run_time is not None:
+            self.wake_by(job.next_run_time)
 
     def wakeup(self) -> None:
         if not getattr(self._adding, "active", False):
@@ -79,6 +83,11 @@ class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
             return
         self._pass = asyncio.wrap_future(self._store_thread.submit(self._process_jobs))
         self._pass.add_done_callback(self._pass_done)
+
+    def wake_by(self, due_time: datetime) -> None:
+        """Make sure the scheduler wakes up by due_time, for a job stored behind its back."""
+        if self.state == STATE_RUNNING:
+            self._wake_by(due_time.timestamp())
 
     @run_in_event_loop  # type: ignore[untyped-decorator]
     def _wake_by(self, due: float) -> None:
@@ -243,6 +252,31 @@ def schedule_reminder_job(scheduler: AsyncIOScheduler, reminder_id: str, due: da
     )
 
 
+def reminder_job_row(reminder_id: str, due: datetime, *, paused: bool = False) -> dict[str, Any]:
+    """The job store row of a reminder's job, exactly as schedule_reminder_job would store it,
+    for writing in the same transaction as the reminder."""
+    next_run_time = None if paused else due
+    job = Job(
+        _ZONE_ONLY,  # a Job reads only its scheduler's time zone
+        id=reminder_job_id(reminder_id),
+        func=registered_job,
+        args=("deliver_reminder", reminder_id),
+        kwargs={},
+        trigger=DateTrigger(run_date=due),
+        executor="default",
+        misfire_grace_time=None,
+        coalesce=True,
+        max_instances=1,
+        next_run_time=next_run_time,
+        name=f"reminder {reminder_id}",
+    )
+    return {
+        "id": job.id,
+        "next_run_time": datetime_to_utc_timestamp(next_run_time),
+        "job_state": pickle.dumps(job.__getstate__(), pickle.HIGHEST_PROTOCOL),
+    }
+
+
 def unschedule_reminder_job(scheduler: AsyncIOScheduler, reminder_id: str) -> None:
     with contextlib.suppress(JobLookupError):
         scheduler.remove_job(reminder_job_id(reminder_id))
@@ -250,10 +284,9 @@ def unschedule_reminder_job(scheduler: AsyncIOScheduler, reminder_id: str) -> No
 
 def stored_job_ids(engine: Engine, job_ids: list[str]) -> set[str]:
     """Which of job_ids are stored, read without unpickling any job."""
-    jobs = table(JOBS_TABLE, column("id"))
     found: set[str] = set()
     with engine.connect() as connection:
         for start in range(0, len(job_ids), REMOVE_CHUNK):
             chunk = job_ids[start : start + REMOVE_CHUNK]
-            found.update(connection.scalars(select(jobs.c.id).where(jobs.c.id.in_(chunk))))
+            found.update(connection.scalars(select(JOBS.c.id).where(JOBS.c.id.in_(chunk))))
     return found

@@ -22,7 +22,7 @@ import yaml
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import column, create_engine, table, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from scheduler_app.app import create_app
@@ -217,19 +217,12 @@ def seed_reminder_jobs(
 ) -> list[str]:
     """Store scheduled reminders with their jobs in bulk (None: a paused job); return job ids.
 
-    Rows are written as the job store writes them, without going through the API one by one.
+    Rows are written as the service writes them, without going through the API one by one.
     """
-    import pickle
-    from types import SimpleNamespace
-
-    from apscheduler.job import Job
-    from apscheduler.triggers.date import DateTrigger
-    from apscheduler.util import datetime_to_utc_timestamp
     from sqlalchemy import insert
 
-    from scheduler_app.executor import registered_job
     from scheduler_app.models import Reminder, ReminderStatus
-    from scheduler_app.scheduler import JOBS_TABLE, reminder_job_id
+    from scheduler_app.scheduler import JOBS, reminder_job_row
 
     now = datetime.now(UTC)
     reminder_rows, job_rows = [], []
@@ -249,36 +242,15 @@ def seed_reminder_jobs(
                 "updated_at": now,
             }
         )
-        job = Job(
-            SimpleNamespace(timezone=UTC),  # Job reads only the scheduler's zone
-            id=reminder_job_id(reminder_id),
-            func=registered_job,
-            args=("deliver_reminder", reminder_id),
-            kwargs={},
-            trigger=DateTrigger(run_date=remind_at),
-            executor="default",
-            misfire_grace_time=None,
-            coalesce=True,
-            max_instances=1,
-            next_run_time=due,
-            name=f"reminder {reminder_id}",
-        )
-        job_rows.append(
-            {
-                "id": job.id,
-                "next_run_time": datetime_to_utc_timestamp(due),
-                "job_state": pickle.dumps(job.__getstate__(), pickle.HIGHEST_PROTOCOL),
-            }
-        )
-    jobs_table = table(JOBS_TABLE, column("id"), column("next_run_time"), column("job_state"))
+        job_rows.append(reminder_job_row(reminder_id, remind_at, paused=due is None))
     engine = create_engine(database_url)
     try:
         with engine.begin() as connection:
             connection.execute(insert(Reminder), reminder_rows)
-            connection.execute(insert(jobs_table), job_rows)
+            connection.execute(insert(JOBS), job_rows)
     finally:
         engine.dispose()
-    return [row["id"] for row in job_rows]
+    return [str(row["id"]) for row in job_rows]
 
 
 class Deployment:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from scheduler_app import reminders
 from scheduler_app.api.deps import AdminDep, BearerTokenDep, RuntimeDep, SessionDep
+from scheduler_app.errors import InvalidField
 from scheduler_app.models import Reminder, ReminderStatus
 from scheduler_app.pagination import decode_cursor, encode_cursor, parse_cursor_time
 from scheduler_app.runtime import Runtime
@@ -57,26 +59,37 @@ def _public(reminder: Reminder) -> ReminderPublic:
     response_model=ReminderCreated,
     responses={422: {"description": "A field is invalid; `detail[].loc` names it."}},
 )
-def subscribe(
+async def subscribe(
     body: ReminderCreate,
     runtime: RuntimeDep,
-    session: SessionDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> ReminderCreated:
     """Schedule a one-off reminder e-mail."""
-    subscription = reminders.subscribe(
-        session,
-        body,
-        now=runtime.clock(),
-        limits=runtime.settings.reminders,
-        idempotency_key=idempotency_key,
+    now = runtime.clock()
+    limits = runtime.settings.reminders
+    try:
+        due: datetime | InvalidField = reminders.resolve_due_time(body, now, limits)
+    except InvalidField as problem:
+        if idempotency_key is None:
+            raise
+        due = problem  # unless the key replays an earlier request
+    # Written with the requests and deliveries of the same moment in one transaction.
+    subscription = await runtime.writer.run(
+        partial(
+            reminders.subscribe,
+            request=body,
+            now=now,
+            due=due,
+            limits=limits,
+            idempotency_key=idempotency_key,
+        )
     )
     reminder = subscription.reminder
     if subscription.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:
-        runtime.schedule_reminder(reminder.id, reminder.remind_at)
+        runtime.scheduler.wake_by(reminder.remind_at)
     response.headers["Location"] = f"/reminders/{reminder.id}"
     return ReminderCreated(**_public(reminder).model_dump(), cancel_token=subscription.cancel_token)
 

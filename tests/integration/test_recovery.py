@@ -6,13 +6,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from scheduler_app import reminders
 from scheduler_app.app import create_app
 from scheduler_app.db import create_db_engine, create_session_factory
 from scheduler_app.migrate import upgrade_database
 from scheduler_app.models import Reminder
+from scheduler_app.scheduler import JOBS, JOBS_TABLE, QuarantiningJobStore, reminder_job_id
 from scheduler_app.schemas import ReminderCreate
 from scheduler_app.settings import Settings
 from tests.support import make_settings, outbox_messages, wait_for_status
@@ -22,14 +23,18 @@ def store_reminder_without_job(settings: Settings, due: datetime) -> str:
     """The state a crash mid-delivery leaves: the row is scheduled, the job is gone."""
     engine = create_db_engine(settings.database_url)
     upgrade_database(engine)
+    QuarantiningJobStore(engine=engine, tablename=JOBS_TABLE).jobs_t.create(engine, checkfirst=True)
     created_at = due - timedelta(minutes=5)
     with create_session_factory(engine)() as session:
         subscription = reminders.subscribe(
             session,
             ReminderCreate(email="ada@example.com", delay_seconds=300),
             now=created_at,
+            due=due,
             limits=settings.reminders,
         )
+        session.execute(delete(JOBS).where(JOBS.c.id == reminder_job_id(subscription.reminder.id)))
+        session.commit()
     engine.dispose()
     return subscription.reminder.id
 
