@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from scheduler_app.batch_writer import Grouped
 from scheduler_app.clock import as_utc
 from scheduler_app.errors import Conflict, Forbidden, InvalidField, NotFound
 from scheduler_app.models import Reminder, ReminderStatus
@@ -78,53 +79,76 @@ def resolve_due_time(request: ReminderCreate, now: datetime, limits: ReminderSet
     return due
 
 
-def subscribe(
-    session: Session,
-    request: ReminderCreate,
-    *,
-    now: datetime,
-    due: datetime | InvalidField,
-    limits: ReminderSettings,
-    idempotency_key: str | None = None,
-) -> Subscription:
-    """Store a new scheduled reminder and its job, or return the one created with the same
-    Idempotency-Key (the caller commits).
+@dataclass(frozen=True)
+class SubscribeRequest:
+    """A validated POST /subscribe: `due` is the due time, or the error resolve_due_time raised
+    (a replay is answered even when the original request's time has passed since)."""
 
-    Args:
-        due: the due time from resolve_due_time, or the error it raised: a replay is answered
-            even when the original request's time has passed since.
+    request: ReminderCreate
+    now: datetime
+    due: datetime | InvalidField
+    limits: ReminderSettings
+    idempotency_key: str | None = None
+
+
+def subscribe_all(session: Session, requests: list[SubscribeRequest]) -> list[Subscription]:
+    """Store new scheduled reminders with their jobs, two statements for the lot, or return the
+    reminder created earlier with the same Idempotency-Key (the caller commits).
+
+    Requests are written one batch at a time by one writer: a concurrent request with the same
+    key is seen by the replay check. Another process winning that race makes the insert fail,
+    and the writer's retry of this request alone answers with that process's reminder.
     """
-    fingerprint = _fingerprint(request)
-    key_hash = hash_token(idempotency_key) if idempotency_key is not None else None
-    if key_hash is not None:
-        # Requests are written one at a time by the batch writer: a concurrent request with
-        # the same key is seen here. Another process winning the race makes the insert fail,
-        # and the writer's retry of this step alone answers with that process's reminder.
-        existing = _replay(session, key_hash, fingerprint, idempotency_key)
-        if existing is not None:
-            return existing
-    if isinstance(due, InvalidField):
-        raise due
-    reminder_id = str(uuid.uuid4())
-    token = _cancel_token(reminder_id, idempotency_key)
-    reminder = Reminder(
-        id=reminder_id,
-        email=request.email,
-        subject=request.subject or limits.default_subject,
-        message=request.message or "",
-        remind_at=due,
-        status=ReminderStatus.SCHEDULED,
-        attempts=0,
-        created_at=now,
-        updated_at=now,
-        cancel_token_hash=hash_token(token),
-        idempotency_key_hash=key_hash,
-        request_fingerprint=fingerprint,
-    )
-    session.add(reminder)
+    subscriptions: list[Subscription] = []
+    new_reminders: list[Reminder] = []
+    for item in requests:
+        fingerprint = _fingerprint(item.request)
+        key = item.idempotency_key
+        key_hash = hash_token(key) if key is not None else None
+        if key_hash is not None:
+            # Earlier requests of this batch with the same key must be visible to the check.
+            _insert(session, new_reminders)
+            new_reminders = []
+            existing = _replay(session, key_hash, fingerprint, key)
+            if existing is not None:
+                subscriptions.append(existing)
+                continue
+        if isinstance(item.due, InvalidField):
+            raise item.due
+        reminder_id = str(uuid.uuid4())
+        token = _cancel_token(reminder_id, key)
+        reminder = Reminder(
+            id=reminder_id,
+            email=item.request.email,
+            subject=item.request.subject or item.limits.default_subject,
+            message=item.request.message or "",
+            remind_at=item.due,
+            status=ReminderStatus.SCHEDULED,
+            attempts=0,
+            created_at=item.now,
+            updated_at=item.now,
+            cancel_token_hash=hash_token(token),
+            idempotency_key_hash=key_hash,
+            request_fingerprint=fingerprint,
+        )
+        new_reminders.append(reminder)
+        subscriptions.append(Subscription(reminder, token, replayed=False))
+    _insert(session, new_reminders)
+    return subscriptions
+
+
+def _insert(session: Session, new_reminders: list[Reminder]) -> None:
+    if not new_reminders:
+        return
+    columns = Reminder.__table__.columns.keys()
+    rows = [{column: getattr(reminder, column) for column in columns} for reminder in new_reminders]
+    session.execute(insert(Reminder), rows)
     # In the same transaction: a reminder is never stored without its job, nor the reverse.
-    session.execute(insert(JOBS), [reminder_job_row(reminder_id, due)])
-    return Subscription(reminder, token, replayed=False)
+    jobs = [reminder_job_row(reminder.id, reminder.remind_at) for reminder in new_reminders]
+    session.execute(insert(JOBS), jobs)
+
+
+SUBSCRIBE = Grouped("subscribe", subscribe_all)
 
 
 def _replay(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
@@ -75,16 +74,8 @@ async def subscribe(
             raise
         due = problem  # unless the key replays an earlier request
     # Written with the requests and deliveries of the same moment in one transaction.
-    subscription = await runtime.writer.run(
-        partial(
-            reminders.subscribe,
-            request=body,
-            now=now,
-            due=due,
-            limits=limits,
-            idempotency_key=idempotency_key,
-        )
-    )
+    request = reminders.SubscribeRequest(body, now, due, limits, idempotency_key)
+    subscription = await runtime.writer.run_grouped(reminders.SUBSCRIBE, request)
     reminder = subscription.reminder
     if subscription.replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
-from scheduler_app import runs
+from scheduler_app import reminders, runs
 from scheduler_app.batch_writer import BatchWriter, Grouped
 from scheduler_app.db import create_session_factory
-from scheduler_app.models import JobRun
+from scheduler_app.models import JobRun, Reminder
+from scheduler_app.scheduler import JOBS, JOBS_TABLE, QuarantiningJobStore
+from scheduler_app.schemas import ReminderCreate
+from scheduler_app.settings import ReminderSettings
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 
@@ -99,3 +102,36 @@ def test_grouped_steps_write_every_item_in_one_call(engine: Engine, writer: Batc
     assert [stored[run_id] for run_id in run_ids] == [start.job_id for start in starts]
     assert sum(calls) == 100
     assert len(calls) < 100
+
+
+def test_concurrent_requests_with_one_idempotency_key_create_one_reminder(
+    engine: Engine, writer: BatchWriter
+) -> None:
+    QuarantiningJobStore(engine=engine, tablename=JOBS_TABLE).jobs_t.create(engine, checkfirst=True)
+    limits = ReminderSettings()
+    due = NOW + timedelta(hours=1)
+
+    def request(email: str, key: str | None) -> reminders.SubscribeRequest:
+        body = ReminderCreate(email=email, delay_seconds=3600)
+        return reminders.SubscribeRequest(body, NOW, due, limits, key)
+
+    requests = [request("ada@example.com", "order-1") for _ in range(5)]
+    requests += [request(f"u{n}@example.com", None) for n in range(5)]
+
+    async def all_at_once() -> list[reminders.Subscription]:
+        return await asyncio.gather(
+            *(writer.run_grouped(reminders.SUBSCRIBE, item) for item in requests)
+        )
+
+    subscriptions = asyncio.run(all_at_once())
+
+    keyed = subscriptions[:5]
+    assert len({s.reminder.id for s in keyed}) == 1
+    assert [s.replayed for s in keyed].count(False) == 1
+    assert len({s.cancel_token for s in keyed}) == 1
+    with Session(engine) as session:
+        stored = set(session.scalars(select(Reminder.id)))
+        jobs = set(session.scalars(select(JOBS.c.id)))
+    assert stored == {s.reminder.id for s in subscriptions}
+    assert len(stored) == 6
+    assert jobs == {f"reminder:{reminder_id}" for reminder_id in stored}

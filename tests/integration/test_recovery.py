@@ -26,12 +26,9 @@ def store_reminder_without_job(settings: Settings, due: datetime) -> str:
     QuarantiningJobStore(engine=engine, tablename=JOBS_TABLE).jobs_t.create(engine, checkfirst=True)
     created_at = due - timedelta(minutes=5)
     with create_session_factory(engine)() as session:
-        subscription = reminders.subscribe(
-            session,
-            ReminderCreate(email="ada@example.com", delay_seconds=300),
-            now=created_at,
-            due=due,
-            limits=settings.reminders,
+        request = ReminderCreate(email="ada@example.com", delay_seconds=300)
+        [subscription] = reminders.subscribe_all(
+            session, [reminders.SubscribeRequest(request, created_at, due, settings.reminders)]
         )
         session.execute(delete(JOBS).where(JOBS.c.id == reminder_job_id(subscription.reminder.id)))
         session.commit()
