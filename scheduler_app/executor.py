@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -102,9 +104,13 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         super().__init__()
         self._context = context
         self._registry = registry
-        # Bounds open SMTP connections and worker threads when thousands fall due at once.
-        self._slots = asyncio.Semaphore(max_concurrent_jobs)
+        # At most this many jobs run at once; the others wait in _queued, not as tasks, so that
+        # thousands falling due together never flood the event loop that answers the API.
+        self._max_running = max_concurrent_jobs
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._queued: deque[tuple[Coroutine[Any, Any, Any], str]] = deque()
+        self._start_requested = False
+        self._queue_lock = threading.Lock()
         # One-off runs that fell due while the same job was still running, started when it ends.
         self._deferred: dict[str, tuple[Job, list[datetime]]] = {}
         self._stopping = False
@@ -133,6 +139,7 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         reminder among them stays 'scheduled' and is recovered at the next start.
         """
         self._stopping = True
+        self._start_queued()  # what never got to run records that it did not
         pending = set(self._tasks)
         if pending:
             _, pending = await asyncio.wait(pending, timeout=timeout_s)
@@ -176,7 +183,13 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
 
     def _spawn_threadsafe(self, work: Coroutine[Any, Any, Any], name: str) -> None:
         assert self._loop is not None, "executor not started"
-        self._loop.call_soon_threadsafe(self._spawn, work, name)
+        self._queued.append((work, name))
+        with self._queue_lock:
+            if self._start_requested:
+                return
+            self._start_requested = True
+        # One wake-up of the loop for everything a pass over the job store submits.
+        self._loop.call_soon_threadsafe(self._start_queued)
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
         skipped = _coalesced_away(job, run_times)
@@ -184,41 +197,53 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         self._spawn_threadsafe(self._run(job, run_times, skipped), job.id)
 
     def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        self._queued.append((work, name))
+        self._start_queued()
+
+    def _start_queued(self) -> None:
         assert self._loop is not None
-        task = self._loop.create_task(work, name=f"job:{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        with self._queue_lock:
+            self._start_requested = False
+        while self._queued and (len(self._tasks) < self._max_running or self._stopping):
+            work, name = self._queued.popleft()
+            task = self._loop.create_task(work, name=f"job:{name}")
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if self._queued:
+            self._start_queued()
 
     async def _run(self, job: Job, run_times: list[datetime], skipped: list[datetime]) -> None:
         events: list[JobExecutionEvent] = []
         try:
-            async with self._slots:
-                if self._stopping:
-                    await self._record(
-                        runs.record_missed,
-                        job.id,
-                        job.args[0],
-                        run_times,
-                        self._context.clock(),
-                        NOT_STARTED,
-                    )
-                    return
-                if skipped:
-                    more = "+" if len(skipped) >= MAX_MISSED_RECORDS else ""
-                    reason = (
-                        f"coalesced: {len(skipped)}{more} overdue runs were replaced by one "
-                        f"catch-up run at {run_times[-1]}"
-                    )
-                    await self._record(
-                        runs.record_missed,
-                        job.id,
-                        job.args[0],
-                        skipped,
-                        self._context.clock(),
-                        reason,
-                    )
-                for run_time in run_times:
-                    events.append(await self._run_once(job, run_time))
+            if self._stopping:
+                await self._record(
+                    runs.record_missed,
+                    job.id,
+                    job.args[0],
+                    run_times,
+                    self._context.clock(),
+                    NOT_STARTED,
+                )
+                return
+            if skipped:
+                more = "+" if len(skipped) >= MAX_MISSED_RECORDS else ""
+                reason = (
+                    f"coalesced: {len(skipped)}{more} overdue runs were replaced by one "
+                    f"catch-up run at {run_times[-1]}"
+                )
+                await self._record(
+                    runs.record_missed,
+                    job.id,
+                    job.args[0],
+                    skipped,
+                    self._context.clock(),
+                    reason,
+                )
+            for run_time in run_times:
+                events.append(await self._run_once(job, run_time))
         finally:
             self._run_job_success(job.id, events)
 
@@ -273,12 +298,11 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
 
         async def run() -> None:
             try:
-                async with self._slots:
-                    if self._stopping:
-                        end = RunEnd(run_id, self._context.clock(), RunOutcome.MISSED, NOT_STARTED)
-                        await self._record_grouped(runs.FINISH_RUNS, end)
-                        return
-                    await self._execute(run_id, job_id, name, args, kwargs)
+                if self._stopping:
+                    end = RunEnd(run_id, self._context.clock(), RunOutcome.MISSED, NOT_STARTED)
+                    await self._record_grouped(runs.FINISH_RUNS, end)
+                    return
+                await self._execute(run_id, job_id, name, args, kwargs)
             finally:
                 self._run_job_success(job_id, [])
 
