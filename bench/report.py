@@ -43,6 +43,8 @@ ROWS: list[tuple[str, str, float, int]] = [
     ("jobs_deep_page_p50_s", "GET /jobs deep page (90%) p50 (ms)", 1000, 1),
     ("jobs_deep_page_max_s", "GET /jobs deep page (90%) max (ms)", 1000, 1),
     ("subscribe_with_pending_p50_s", "POST /subscribe with N pending p50 (ms)", 1000, 1),
+    ("with_pending_wrk_requests_per_s", "enqueue with N pending (wrk): requests/s", 1, 0),
+    ("with_pending_wrk_latency_p99_s", "enqueue with N pending (wrk): p99 (ms)", 1000, 1),
     ("idle_cpu_percent", "CPU while idle with N pending, 65 s (% of one core)", 1, 1),
     ("peak_rss_mb", "peak RSS of the service (MiB)", 1, 0),
 ]

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.common import ADMIN_HEADERS, database, percentile, quick
+from bench.enqueue import wrk
 from bench.scenarios import Run, log, sink
 from bench.targets import TARGETS, SchedulerApp, Server, service_env
 
@@ -31,6 +32,7 @@ REQUEST_TIMEOUT_S = 300.0
 # Stop repeating a slow request once this much time went into it.
 REPEAT_BUDGET_S = 60.0
 IDLE_WINDOW_S = 15.0 if quick() else 65.0
+WRK_DURATION_S = 5.0 if quick() else 10.0
 
 
 def _due_times(count: int) -> list[datetime]:
@@ -280,6 +282,20 @@ def scale_run(run: Run, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
                 figures[f"{name}_max_s"] = timing["max"]
                 figures[f"{name}_requests"] = timing["n"]
                 figures[f"{name}_statuses"] = timing["statuses"]
+            # The enqueue rate with this many pending, to set beside the enqueue scenario's
+            # (empty database, same wrk command).
+            loaded = wrk(
+                server.url + "/subscribe",
+                WRK_DURATION_S,
+                {
+                    "email": "bench@example.com",
+                    "delay_seconds": 2592000,
+                    "subject": "Bench",
+                    "message": "A benchmark reminder.",
+                },
+                run.directory,
+            )
+            figures.update({f"with_pending_{key}": value for key, value in loaded.items()})
             # Idle: nothing is due, yet scheduler_app's recovery pass runs every
             # scheduler.recovery_interval_s (60 s); this window holds at least one.
             figures["idle_cpu_percent"] = _idle_cpu_percent(server, IDLE_WINDOW_S)
@@ -289,7 +305,8 @@ def scale_run(run: Run, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
             figures["pending_after"] = server.pending()
             log(
                 f"{run.target}: first page {first['p50']:.4f} s, deep page {deep['p50']:.4f} s, "
-                f"POST {posted['p50']:.4f} s, peak RSS {figures['peak_rss_mb']:.0f} MiB"
+                f"POST {posted['p50']:.4f} s, wrk {loaded.get('wrk_requests_per_s')}/s, "
+                f"peak RSS {figures['peak_rss_mb']:.0f} MiB"
             )
         finally:
             server.stop()

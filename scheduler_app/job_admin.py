@@ -154,10 +154,14 @@ def list_runs(
 
 
 def require_runs_or_job(session: Session, job_id: str) -> None:
-    """404 unless the job is scheduled or has a run history (a finished reminder has one)."""
+    """404 unless the job is scheduled, has a run history, or is the job of a known reminder
+    (which is between its job's removal and its first run record while a delivery starts)."""
     has_job = session.scalar(select(_jobs.c.id).where(_jobs.c.id == job_id)) is not None
     has_runs = session.scalar(select(JobRun.id).where(JobRun.job_id == job_id).limit(1))
-    if not (has_job or has_runs):
+    is_reminder = _is_reminder(job_id) and (
+        session.get(Reminder, job_id.removeprefix(REMINDER_JOB_PREFIX)) is not None
+    )
+    if not (has_job or has_runs or is_reminder):
         raise NotFound(f"no job or run history with id '{job_id}'")
 
 

@@ -293,17 +293,14 @@ def test_runs_across_jobs_filter_by_outcome_and_page(
 def test_runs_of_a_delivered_reminder_stay_visible(api: httpx.Client) -> None:
     reminder = subscribe(api, delay_s=0.1)
     job_id = f"reminder:{reminder['id']}"
-    runs = wait_until(
-        lambda: (
-            [
-                r
-                for r in api.get(f"/jobs/{job_id}/runs", headers=ADMIN).json()["items"]
-                if r["finished_at"]
-            ]
-            if api.get(f"/jobs/{job_id}/runs", headers=ADMIN).status_code == 200
-            else None
-        )
-    )
+
+    def finished_runs() -> list[dict[str, Any]]:
+        # From the moment it is accepted, a reminder's job id answers 200, runs or not yet.
+        response = api.get(f"/jobs/{job_id}/runs", headers=ADMIN)
+        assert response.status_code == 200, response.text
+        return [run for run in response.json()["items"] if run["finished_at"]]
+
+    runs = wait_until(finished_runs)
     assert runs[0]["outcome"] == "success"
     assert api.get(f"/jobs/{job_id}", headers=ADMIN).status_code == 404  # no longer scheduled
     assert api.get("/jobs/never-existed/runs", headers=ADMIN).status_code == 404
