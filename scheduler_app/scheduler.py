@@ -239,17 +239,20 @@ def reminder_job_id(reminder_id: str) -> str:
     return f"{REMINDER_JOB_PREFIX}{reminder_id}"
 
 
+def _reminder_job(reminder_id: str, due: datetime) -> dict[str, Any]:
+    return {
+        "func": registered_job,
+        "trigger": DateTrigger(run_date=due),
+        "args": ("deliver_reminder", reminder_id),
+        "id": reminder_job_id(reminder_id),
+        "name": f"reminder {reminder_id}",
+        "misfire_grace_time": None,
+    }
+
+
 def schedule_reminder_job(scheduler: AsyncIOScheduler, reminder_id: str, due: datetime) -> None:
     # replace_existing keeps this idempotent: scheduling the same reminder twice keeps one job.
-    scheduler.add_job(
-        registered_job,
-        trigger=DateTrigger(run_date=due),
-        args=("deliver_reminder", reminder_id),
-        id=reminder_job_id(reminder_id),
-        name=f"reminder {reminder_id}",
-        replace_existing=True,
-        misfire_grace_time=None,
-    )
+    scheduler.add_job(**_reminder_job(reminder_id, due), replace_existing=True)
 
 
 def reminder_job_row(reminder_id: str, due: datetime, *, paused: bool = False) -> dict[str, Any]:
@@ -258,17 +261,12 @@ def reminder_job_row(reminder_id: str, due: datetime, *, paused: bool = False) -
     next_run_time = None if paused else due
     job = Job(
         _ZONE_ONLY,  # a Job reads only its scheduler's time zone
-        id=reminder_job_id(reminder_id),
-        func=registered_job,
-        args=("deliver_reminder", reminder_id),
+        **_reminder_job(reminder_id, due),
         kwargs={},
-        trigger=DateTrigger(run_date=due),
         executor="default",
-        misfire_grace_time=None,
         coalesce=True,
         max_instances=1,
         next_run_time=next_run_time,
-        name=f"reminder {reminder_id}",
     )
     return {
         "id": job.id,
