@@ -6,8 +6,9 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import insert, update
+from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.orm import Session
 
 from scheduler_app.batch_writer import Grouped
@@ -57,7 +58,7 @@ def finish_runs(session: Session, ends: list[RunEnd]) -> list[None]:
     """Complete many run records in one statement."""
     rows = [
         {
-            "id": end.run_id,
+            "run_id": end.run_id,
             "outcome": end.outcome,
             "finished_at": end.finished_at,
             "error": _clip(end.error),
@@ -65,8 +66,22 @@ def finish_runs(session: Session, ends: list[RunEnd]) -> list[None]:
         }
         for end in ends
     ]
-    session.execute(update(JobRun), rows)
+    session.execute(_FINISH_RUN, rows)
     return [None] * len(ends)
+
+
+# A Core statement run as an executemany: cheaper per row than the ORM's bulk update.
+_RUNS = cast(Table, JobRun.__table__)
+_FINISH_RUN = (
+    update(_RUNS)
+    .where(_RUNS.c.id == bindparam("run_id"))
+    .values(
+        outcome=bindparam("outcome"),
+        finished_at=bindparam("finished_at"),
+        error=bindparam("error"),
+        result=bindparam("result"),
+    )
+)
 
 
 START_RUNS = Grouped("start runs", start_runs)
