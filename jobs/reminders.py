@@ -7,6 +7,7 @@ import random
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from email.message import EmailMessage
+from functools import partial
 
 from scheduler_app import delivery
 from scheduler_app.db import with_db_retries
@@ -49,23 +50,30 @@ async def deliver_reminder(ctx: JobContext, reminder_id: str) -> str:
         transient = isinstance(exc, DeliveryError) and exc.transient
         if transient and reminder.attempts < policy.max_attempts:
             retry_at = ctx.clock() + delivery.retry_delay(reminder.attempts, policy, _jitter)
-            await _in_session(ctx, delivery.record_retry, reminder_id, ctx.clock(), retry_at, error)
+            retry = partial(
+                delivery.record_retry,
+                reminder_id=reminder_id,
+                now=ctx.clock(),
+                retry_at=retry_at,
+                error=error,
+            )
+            await _record_outcome(lambda: ctx.writer.run(retry))
             raise RetryLater(retry_at, f"attempt {reminder.attempts}: {error}") from exc
         why = "permanent error" if not transient else f"gave up after {reminder.attempts} attempts"
-        await _in_session(ctx, delivery.mark_failed, reminder_id, ctx.clock(), f"{why}: {error}")
+        failed = partial(
+            delivery.mark_failed, reminder_id=reminder_id, now=ctx.clock(), error=f"{why}: {error}"
+        )
+        await _record_outcome(lambda: ctx.writer.run(failed))
         raise
     sent = (reminder_id, ctx.clock())
-    # Recording the outcome outlasts a database outage of about a minute: once a message is
-    # out, failing to mark it sent would send it again after recovery.
-    await with_db_retries(lambda: ctx.writer.run_grouped(delivery.MARK_SENT, sent), attempts=8)
+    await _record_outcome(lambda: ctx.writer.run_grouped(delivery.MARK_SENT, sent))
     return "sent"
 
 
-async def _in_session(ctx: JobContext, step: Callable[..., object], *args: object) -> None:
-    def run() -> Awaitable[object]:
-        return ctx.writer.run(lambda session: step(session, *args))
-
-    await with_db_retries(run, attempts=8)
+async def _record_outcome(write: Callable[[], Awaitable[object]]) -> None:
+    # Recording the outcome outlasts a database outage of about a minute: once a message is
+    # out, failing to mark it sent would send it again after recovery.
+    await with_db_retries(write, attempts=8)
 
 
 def render_reminder(reminder: Reminder, ctx: JobContext) -> EmailMessage:

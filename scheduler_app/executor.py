@@ -161,17 +161,8 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
                 # recording its outcome. It runs as soon as that attempt ends instead.
                 self._deferred[job.id] = (job, run_times)
                 return
-        self._spawn_threadsafe(
-            self._record(
-                runs.record_missed,
-                job.id,
-                job.args[0],
-                run_times,
-                self._context.clock(),
-                "skipped: the previous run of this job was still running",
-            ),
-            job.id,
-        )
+        skipped = "skipped: the previous run of this job was still running"
+        self._spawn_threadsafe(self._record_missed(job, run_times, skipped), job.id)
         raise MaxInstancesReachedError(job)
 
     def _run_job_success(self, job_id: str, events: list[JobExecutionEvent]) -> None:
@@ -219,14 +210,7 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         events: list[JobExecutionEvent] = []
         try:
             if self._stopping:
-                await self._record(
-                    runs.record_missed,
-                    job.id,
-                    job.args[0],
-                    run_times,
-                    self._context.clock(),
-                    NOT_STARTED,
-                )
+                await self._record_missed(job, run_times, NOT_STARTED)
                 return
             if skipped:
                 more = "+" if len(skipped) >= MAX_MISSED_RECORDS else ""
@@ -234,14 +218,7 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
                     f"coalesced: {len(skipped)}{more} overdue runs were replaced by one "
                     f"catch-up run at {run_times[-1]}"
                 )
-                await self._record(
-                    runs.record_missed,
-                    job.id,
-                    job.args[0],
-                    skipped,
-                    self._context.clock(),
-                    reason,
-                )
+                await self._record_missed(job, skipped, reason)
             for run_time in run_times:
                 events.append(await self._run_once(job, run_time))
         finally:
@@ -259,7 +236,7 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
                     f"{job.misfire_grace_time:g}"
                 )
                 logger.warning("job %s missed its %s run: %s", job.id, run_time, reason)
-                await self._record(runs.record_missed, job.id, name, [run_time], now, reason)
+                await self._record_missed(job, [run_time], reason, now)
                 return JobExecutionEvent(EVENT_JOB_MISSED, job.id, store, run_time)
 
         start = runs.RunStart(job.id, name, scheduled_for=run_time, started_at=now)
@@ -360,13 +337,17 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
             misfire_grace_time=None,
         )
 
-    async def _record(self, write: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
-        """Write a run record; a failure is logged, never fatal to the job."""
+    async def _record_missed(
+        self, job: Job, run_times: list[datetime], reason: str, now: datetime | None = None
+    ) -> None:
+        """Record each run time as a missed run; a failure is logged, never fatal."""
+        name, at = job.args[0], now or self._context.clock()
         try:
-            return await self._context.writer.run(lambda session: write(session, *args, **kwargs))
+            await self._context.writer.run(
+                lambda session: runs.record_missed(session, job.id, name, run_times, at, reason)
+            )
         except Exception:
-            logger.exception("could not write the run record of %s", args[0] if args else "?")
-            return None
+            logger.exception("could not record the missed runs of %s", job.id)
 
     async def _record_grouped(self, step: Grouped[Item, T], item: Item) -> T | None:
         """Write a run record along with other jobs' records; a failure is logged only."""
