@@ -6,13 +6,12 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from email.message import EmailMessage
 from functools import partial
 
 from scheduler_app import delivery
 from scheduler_app.db import with_db_retries
 from scheduler_app.executor import JobContext, Missed, RetryLater
-from scheduler_app.mail import DeliveryError, compose_message
+from scheduler_app.mail import DeliveryError, OutgoingMessage, compose_message
 from scheduler_app.models import Reminder
 
 logger = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ async def _record_outcome(write: Callable[[], Awaitable[object]]) -> None:
     await with_db_retries(write, attempts=8)
 
 
-def render_reminder(reminder: Reminder, ctx: JobContext) -> EmailMessage:
+def render_reminder(reminder: Reminder, ctx: JobContext) -> OutgoingMessage:
     return compose_message(
         to=reminder.email,
         from_address=ctx.settings.mail.from_address,

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from scheduler_app.mail.backend import DeliveryError, MailBackend, build_mail_backend
-from scheduler_app.mail.message import compose_message
+from scheduler_app.mail.message import OutgoingMessage, compose_message
 
-__all__ = ["DeliveryError", "MailBackend", "build_mail_backend", "compose_message"]
+__all__ = [
+    "DeliveryError",
+    "MailBackend",
+    "OutgoingMessage",
+    "build_mail_backend",
+    "compose_message",
+]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from email.message import EmailMessage
 from typing import Protocol
 
+from scheduler_app.mail.message import OutgoingMessage
 from scheduler_app.settings import MailSettings
 
 
@@ -21,7 +21,7 @@ class MailBackend(Protocol):
 
     name: str
 
-    async def send(self, message: EmailMessage) -> None: ...
+    async def send(self, message: OutgoingMessage) -> None: ...
 
     async def close(self) -> None:
         """Release what the backend holds open (connections), at shutdown."""

@@ -6,10 +6,10 @@ import asyncio
 import os
 import uuid
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from pathlib import Path
 
 from scheduler_app.mail.backend import DeliveryError
+from scheduler_app.mail.message import OutgoingMessage
 
 
 class OutboxBackend:
@@ -21,9 +21,9 @@ class OutboxBackend:
     async def close(self) -> None:
         return None
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: OutgoingMessage) -> None:
         try:
-            await asyncio.to_thread(self._write, message.as_bytes())
+            await asyncio.to_thread(self._write, _unix_lines(message.data))
         except OSError as exc:  # a full disk or a permission can be fixed: try again later
             raise DeliveryError(f"{type(exc).__name__}: {exc}", transient=True) from exc
 
@@ -39,3 +39,9 @@ class OutboxBackend:
             os.fsync(handle.fileno())
         partial.replace(final)
         return final
+
+
+def _unix_lines(data: bytes) -> bytes:
+    # .eml files on disk use the platform's line ends; only the SMTP wire needs CRLF. A message's
+    # bytes hold no bare CR (bodies are split into lines before they are encoded).
+    return data.replace(b"\r\n", b"\n")

@@ -12,11 +12,11 @@ import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass
-from email.message import EmailMessage
 
 import aiosmtplib
 
 from scheduler_app.mail.backend import DeliveryError
+from scheduler_app.mail.message import OutgoingMessage
 from scheduler_app.settings import SmtpSettings
 
 
@@ -35,7 +35,7 @@ class SmtpBackend:
         self._idle: deque[_Session] = deque()
         self._slots = asyncio.Semaphore(settings.pool_size)
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: OutgoingMessage) -> None:
         async with self._slots:
             session = self._take_idle()
             if session is not None:
@@ -85,10 +85,16 @@ class SmtpBackend:
             raise _delivery_error(exc) from exc
         return _Session(client)
 
-    async def _send_on(self, session: _Session, message: EmailMessage) -> None:
+    async def _send_on(self, session: _Session, message: OutgoingMessage) -> None:
         reused = session.sent > 0
         try:
-            await session.client.send_message(message)
+            await session.client.sendmail(
+                message.sender,
+                message.recipients,
+                message.data,
+                # RFC 6531: a server that offers SMTPUTF8 takes 8-bit headers with it.
+                mail_options=["SMTPUTF8", "BODY=8BITMIME"] if message.smtputf8 else None,
+            )
         except asyncio.CancelledError:
             # Drop the connection without QUIT: a QUIT would wait for the server to finish an
             # unfinished DATA and accept the message, which a later retry would send again.
@@ -130,7 +136,10 @@ async def _quit(client: aiosmtplib.SMTP) -> None:
 
 def is_transient(exc: BaseException) -> bool:
     """SMTP 4xx replies and connection trouble may pass; 5xx replies (unknown mailbox,
-    rejected sender, failed login) will not, so they are not retried."""
+    rejected sender, failed login) and a missing extension (SMTPUTF8 for a non-ASCII address)
+    will not, so they are not retried."""
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        return False
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         return any(not 500 <= refusal.code < 600 for refusal in exc.recipients)
     if isinstance(exc, aiosmtplib.SMTPResponseException):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from scheduler_app.mail import compose_message
+from scheduler_app.mail import DeliveryError, compose_message
 from scheduler_app.mail.smtp import SmtpBackend
 from scheduler_app.settings import SmtpSettings
 from tests.support import SmtpSink, free_port
@@ -102,3 +102,54 @@ def test_a_connection_the_server_closed_is_replaced_without_an_error(
     asyncio.run(around_a_restart())
     assert [m["X-Reminder-Id"] for m in sink.received()] == ["1", "2"]
     assert sink.connections_used() == 2
+
+
+class EnvelopeSink(SmtpSink):
+    """Also keeps each message's envelope: the MAIL FROM options and the recipients."""
+
+    envelopes: list[tuple[list[str], list[str]]]
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.envelopes.append((list(envelope.mail_options), list(envelope.rcpt_tos)))
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.parametrize("offers_smtputf8", [True, False])
+def test_a_non_ascii_address_needs_a_server_that_offers_smtputf8(offers_smtputf8: bool) -> None:
+    sink = EnvelopeSink(port=free_port())
+    sink.envelopes = []
+    controller = Controller(
+        sink, hostname=sink.host, port=sink.port, enable_SMTPUTF8=offers_smtputf8
+    )
+    controller.start()
+    to_zoe = compose_message(
+        to="zoë@example.com",
+        from_address="Tests <tests@example.com>",
+        subject="Grüße",
+        body="Grüße",
+        sent_at=datetime.now(UTC),
+        stable_id="test-utf8",
+    )
+
+    async def send() -> None:
+        backend = backend_for(sink)
+        try:
+            await backend.send(to_zoe)
+        finally:
+            await backend.close()
+
+    try:
+        if offers_smtputf8:
+            asyncio.run(send())
+            [(options, recipients)] = sink.envelopes
+            assert "SMTPUTF8" in options
+            assert recipients == ["zoë@example.com"]
+            assert len(sink.received()) == 1
+        else:
+            with pytest.raises(DeliveryError) as refused:
+                asyncio.run(send())
+            assert not refused.value.transient, "no retry can make the server offer SMTPUTF8"
+            assert "SMTPUTF8" in str(refused.value)
+            assert sink.received() == []
+    finally:
+        controller.stop()
