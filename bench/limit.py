@@ -1,7 +1,8 @@
 """The limit, a process of its own: a raw sender that pushes the scenario's messages straight
 into the sink over a few persistent SMTP connections, each message at its due time (or at once
-when it is overdue), as fast as the sink accepts them. No HTTP, no database, no scheduler:
-what the same workload costs when only the mail hop is left.
+when it is overdue), as fast as the sink accepts them. No HTTP, no database, no scheduler, and
+every message is composed before the clock starts: what the same workload costs when only the
+mail hop is left.
 
 Run: `python -m bench.limit --port 2525 --count 5000 --due-start EPOCH --out sent.jsonl`.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 import aiosmtplib
 
 
-def message(reminder_id: str, i: int) -> EmailMessage:
+def message(reminder_id: str, i: int) -> bytes:
     built = EmailMessage()
     built["From"] = "limit <limit@localhost>"
     built["To"] = f"bench{i}@example.com"
@@ -27,7 +28,7 @@ def message(reminder_id: str, i: int) -> EmailMessage:
     built["Message-ID"] = f"<reminder-{reminder_id}@localhost>"
     built["X-Reminder-Id"] = reminder_id
     built.set_content("A benchmark reminder.")
-    return built
+    return built.as_bytes(policy=built.policy.clone(linesep="\r\n"))
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -35,9 +36,9 @@ async def run(args: argparse.Namespace) -> None:
         (args.due_start + args.spread * i / args.count, i, str(uuid.uuid4()))
         for i in range(args.count)
     ]
-    queue: asyncio.Queue[tuple[float, int, str]] = asyncio.Queue()
-    for item in plan:
-        queue.put_nowait(item)
+    queue: asyncio.Queue[tuple[float, str, bytes]] = asyncio.Queue()
+    for due, i, reminder_id in plan:
+        queue.put_nowait((due, f"bench{i}@example.com", message(reminder_id, i)))
     with args.out.open("w") as out:
         for due, i, reminder_id in plan:
             out.write(json.dumps({"i": i, "due": due, "id": reminder_id, "status": 201}) + "\n")
@@ -49,13 +50,13 @@ async def run(args: argparse.Namespace) -> None:
         await smtp.connect()
         while True:
             try:
-                due, i, reminder_id = queue.get_nowait()
+                due, recipient, data = queue.get_nowait()
             except asyncio.QueueEmpty:
                 break
             wait = due - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            await smtp.send_message(message(reminder_id, i))
+            await smtp.sendmail("limit@localhost", [recipient], data)
         await smtp.quit()
 
     began = time.perf_counter()

@@ -279,7 +279,7 @@ def _limit_attempt(
     directory = run.directory / f"attempt-{attempt + 1}"
     directory.mkdir(exist_ok=True)
     with sink(directory) as (sink_port, sink_log):
-        due_start = time.time() + 3.0
+        due_start = time.time() + 5.0  # the sender composes every message first
         not_before = due_start + crash_downtime if crash_downtime is not None else 0.0
         sent_log = directory / "posts.jsonl"
         sender = Child(
