@@ -12,7 +12,6 @@ from scheduler_app import delivery
 from scheduler_app.db import with_db_retries
 from scheduler_app.executor import JobContext, Missed, RetryLater
 from scheduler_app.mail import DeliveryError, OutgoingMessage, compose_message
-from scheduler_app.models import Reminder
 
 logger = logging.getLogger(__name__)
 _jitter = random.Random()  # noqa: S311 (spreading retries, not security)
@@ -28,7 +27,7 @@ async def deliver_reminder(ctx: JobContext, reminder_id: str) -> str:
     policy = ctx.settings.reminders
     window = timedelta(seconds=policy.late_window_s)
 
-    def start() -> Awaitable[tuple[str, Reminder | None]]:
+    def start() -> Awaitable[tuple[str, delivery.Attempt | None]]:
         starting = delivery.DeliveryStart(reminder_id, ctx.clock(), window)
         return ctx.writer.run_grouped(delivery.START_DELIVERIES, starting)
 
@@ -75,7 +74,7 @@ async def _record_outcome(write: Callable[[], Awaitable[object]]) -> None:
     await with_db_retries(write, attempts=8)
 
 
-def render_reminder(reminder: Reminder, ctx: JobContext) -> OutgoingMessage:
+def render_reminder(reminder: delivery.Attempt, ctx: JobContext) -> OutgoingMessage:
     return compose_message(
         to=reminder.email,
         from_address=ctx.settings.mail.from_address,
@@ -83,6 +82,6 @@ def render_reminder(reminder: Reminder, ctx: JobContext) -> OutgoingMessage:
         body=reminder.message
         or f"This is the reminder you asked for, due at {reminder.remind_at:%Y-%m-%d %H:%M} UTC.",
         sent_at=ctx.clock(),
-        stable_id=f"reminder-{reminder.id}",
-        headers={"X-Reminder-Id": reminder.id},
+        stable_id=f"reminder-{reminder.reminder_id}",
+        headers={"X-Reminder-Id": reminder.reminder_id},
     )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, bindparam, or_, update
+from sqlalchemy import Table, Update, bindparam, or_, update
 from sqlalchemy.orm import Session
 
 from scheduler_app.batch_writer import Grouped
@@ -19,6 +19,7 @@ from scheduler_app.models import Reminder, ReminderStatus
 from scheduler_app.reminders import MAX_ERROR_LENGTH, finish
 from scheduler_app.settings import ReminderSettings
 
+_REMINDERS = cast(Table, Reminder.__table__)
 # +-20 %: reminders that failed together do not all come back at the same instant.
 JITTER = 0.2
 
@@ -33,10 +34,22 @@ def retry_delay(attempt: int, policy: ReminderSettings, rng: random.Random) -> t
     return timedelta(seconds=base * rng.uniform(1 - JITTER, 1 + JITTER))
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """A reminder about to be sent: what its message needs, and its attempt number (1-based)."""
+
+    reminder_id: str
+    email: str
+    subject: str
+    message: str
+    remind_at: datetime
+    attempts: int
+
+
 def start_delivery(
     session: Session, reminder_id: str, now: datetime, late_window: timedelta
-) -> tuple[str, Reminder | None]:
-    """Decide what a due reminder needs: ("send", reminder) with the attempt counted,
+) -> tuple[str, Attempt | None]:
+    """Decide what a due reminder needs: ("send", attempt) with the attempt counted,
     ("missed", None) or ("failed", None) when it is past the late-delivery window (recorded
     with the reason), or ("skipped", None) when it is no longer scheduled."""
     reminder = session.get(Reminder, reminder_id)
@@ -60,26 +73,12 @@ def start_delivery(
             )
         finish(session, reminder_id, status, now, reason)
         return status.value, None
-    result = session.execute(
-        update(Reminder)
-        .where(Reminder.id == reminder_id, Reminder.status == ReminderStatus.SCHEDULED)
-        .values(
-            attempts=Reminder.attempts + 1,
-            last_attempt_at=now,
-            updated_at=now,
-            next_attempt_at=None,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    counted = session.execute(
+        _count_attempt(now).where(_REMINDERS.c.id == reminder_id)
+    ).one_or_none()
+    if counted is None:
         return "skipped", None
-    # Handed out detached with what the UPDATE wrote, instead of reading the row once more.
-    session.expunge(reminder)
-    reminder.attempts += 1
-    reminder.last_attempt_at = now
-    reminder.updated_at = now
-    reminder.next_attempt_at = None
-    return "send", reminder
+    return "send", Attempt(*counted)
 
 
 @dataclass(frozen=True)
@@ -91,37 +90,50 @@ class DeliveryStart:
 
 def start_deliveries(
     session: Session, starts: list[DeliveryStart]
-) -> list[tuple[str, Reminder | None]]:
+) -> list[tuple[str, Attempt | None]]:
     """start_delivery for many reminders: those still scheduled and within the late-delivery
     window get their attempt counted by one UPDATE; the others go one by one."""
     now = max(start.now for start in starts)
     cutoff = now - starts[0].late_window
     ids = [start.reminder_id for start in starts]
-    counted = session.scalars(
-        update(Reminder)
-        .where(
-            Reminder.id.in_(ids),
-            Reminder.status == ReminderStatus.SCHEDULED,
-            or_(Reminder.remind_at >= cutoff, Reminder.requeued_at >= cutoff),
+    counted = session.execute(
+        _count_attempt(now).where(
+            _REMINDERS.c.id.in_(ids),
+            or_(_REMINDERS.c.remind_at >= cutoff, _REMINDERS.c.requeued_at >= cutoff),
         )
-        .values(
-            attempts=Reminder.attempts + 1,
-            last_attempt_at=now,
-            updated_at=now,
-            next_attempt_at=None,
-        )
-        .returning(Reminder),
-        execution_options={"synchronize_session": False},
     ).all()
-    for reminder in counted:
-        session.expunge(reminder)
-    by_id = {reminder.id: reminder for reminder in counted}
+    by_id = {row.id: Attempt(*row) for row in counted}
     return [
         ("send", by_id[start.reminder_id])
         if start.reminder_id in by_id
         else start_delivery(session, start.reminder_id, start.now, start.late_window)
         for start in starts
     ]
+
+
+def _count_attempt(now: datetime) -> Update:
+    """Count one more attempt of a reminder that is still scheduled; returns an Attempt's fields.
+    Core rather than the ORM: in a burst this runs for thousands of rows, and loading them as
+    ORM objects cost more than the database did."""
+    table = _REMINDERS
+    return (
+        update(table)
+        .where(table.c.status == ReminderStatus.SCHEDULED)
+        .values(
+            attempts=table.c.attempts + 1,
+            last_attempt_at=now,
+            updated_at=now,
+            next_attempt_at=None,
+        )
+        .returning(
+            table.c.id,
+            table.c.email,
+            table.c.subject,
+            table.c.message,
+            table.c.remind_at,
+            table.c.attempts,
+        )
+    )
 
 
 def mark_all_sent(session: Session, sent: list[tuple[str, datetime]]) -> list[None]:
@@ -134,7 +146,6 @@ def mark_all_sent(session: Session, sent: list[tuple[str, datetime]]) -> list[No
 
 # A Core statement run as an executemany: the ORM's bulk update by primary key costs more per
 # row than the database does.
-_REMINDERS = cast(Table, Reminder.__table__)
 _MARK_SENT = (
     update(_REMINDERS)
     .where(_REMINDERS.c.id == bindparam("reminder_id"))
