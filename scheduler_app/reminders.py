@@ -102,10 +102,11 @@ def subscribe_all(session: Session, requests: list[SubscribeRequest]) -> list[Su
     subscriptions: list[Subscription] = []
     new_reminders: list[Reminder] = []
     for item in requests:
-        fingerprint = _fingerprint(item.request)
         key = item.idempotency_key
-        key_hash = hash_token(key) if key is not None else None
-        if key_hash is not None:
+        # Only a request with an Idempotency-Key can be replayed, so only it needs a fingerprint.
+        key_hash = fingerprint = None
+        if key is not None:
+            key_hash, fingerprint = hash_token(key), _fingerprint(item.request)
             # Earlier requests of this batch with the same key must be visible to the check.
             _insert(session, new_reminders)
             new_reminders = []

@@ -86,10 +86,14 @@ class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
 
     def wake_by(self, due_time: datetime) -> None:
         """Make sure the scheduler wakes up by due_time, for a job stored behind its back."""
-        if self.state == STATE_RUNNING:
-            self._wake_by(due_time.timestamp())
+        if self.state != STATE_RUNNING:
+            return
+        due = due_time.timestamp()
+        if _running_loop() is self._eventloop:
+            self._wake_by(due)  # on the loop already (POST /subscribe): no hop through its pipe
+        else:
+            self._eventloop.call_soon_threadsafe(self._wake_by, due)
 
-    @run_in_event_loop  # type: ignore[untyped-decorator]
     def _wake_by(self, due: float) -> None:
         if self._pass is not None:
             if self._added_during_pass is None or due < self._added_during_pass:
@@ -128,6 +132,13 @@ class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
     def shutdown(self, wait: bool = True) -> None:
         super().shutdown(wait)
         self._store_thread.shutdown(wait=False)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class QuarantiningJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
