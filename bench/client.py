@@ -6,6 +6,8 @@ streams (several times faster than httpx, see the ceiling check), with three com
 - `probe`: steady, paced requests (GET /healthz, GET /jobs?limit=50, POST /subscribe far in the
   future) until SIGTERM or `--duration`; records time, route, status and latency per request.
 - `ceiling`: as many POSTs as it can for `--duration` against one URL.
+- `paced`: POST /subscribe at a fixed `--rate` for `--duration` (open loop, over a pool of
+  connections), each latency counted from the moment the request was due to go out.
 """
 
 from __future__ import annotations
@@ -237,21 +239,59 @@ async def ceiling(args: argparse.Namespace) -> None:
 
     began = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-    elapsed = time.perf_counter() - began
-    latencies.sort()
-    print(
-        json.dumps(
-            {
-                "requests": len(latencies),
-                "errors": errors,
-                "elapsed_s": elapsed,
-                "requests_per_s": len(latencies) / elapsed,
-                "latency_p50_s": latencies[len(latencies) // 2] if latencies else None,
-                "latency_p99_s": latencies[int(len(latencies) * 0.99)] if latencies else None,
-            }
-        ),
-        flush=True,
-    )
+    print(json.dumps(_summary(latencies, errors, time.perf_counter() - began)), flush=True)
+
+
+async def paced(args: argparse.Namespace) -> None:
+    """Open loop: request i is due at start + i / rate whatever the answers before it, and its
+    latency runs from that moment. A server that falls behind keeps every connection busy, and
+    the requests that wait for a free connection count their wait: no coordinated omission."""
+    host, port = _address(args.url)
+    far = datetime.now(UTC) + timedelta(days=30)
+    idle: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(args.connections):
+        idle.put_nowait(Connection(host, port))
+    latencies: list[float] = []
+    errors = 0
+
+    async def send(i: int, due: float) -> None:
+        nonlocal errors
+        connection = await idle.get()
+        try:
+            status, _ = await connection.request("POST", "/subscribe", subscribe_body(i, far))
+        except (TimeoutError, OSError, asyncio.IncompleteReadError):
+            status = 0
+        finally:
+            idle.put_nowait(connection)
+        if status != 201:
+            errors += 1
+        latencies.append(time.perf_counter() - due)
+
+    count = int(args.rate * args.duration)
+    start = time.perf_counter() + 0.2
+    sends = []
+    for i in range(count):
+        due = start + i / args.rate
+        if (wait := due - time.perf_counter()) > 0:
+            await asyncio.sleep(wait)
+        sends.append(asyncio.create_task(send(i, due)))
+    await asyncio.gather(*sends)
+    summary = _summary(latencies, errors, time.perf_counter() - start)
+    summary["offered_per_s"] = args.rate
+    summary["latency_max_s"] = max(latencies, default=None)
+    print(json.dumps(summary), flush=True)
+
+
+def _summary(latencies: list[float], errors: int, elapsed: float) -> dict[str, Any]:
+    latencies = sorted(latencies)
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "elapsed_s": elapsed,
+        "requests_per_s": len(latencies) / elapsed,
+        "latency_p50_s": latencies[len(latencies) // 2] if latencies else None,
+        "latency_p99_s": latencies[int(len(latencies) * 0.99)] if latencies else None,
+    }
 
 
 def main() -> None:
@@ -276,8 +316,13 @@ def main() -> None:
     c.add_argument("--url", required=True)
     c.add_argument("--duration", type=float, default=10.0)
     c.add_argument("--concurrency", type=int, default=32)
+    r = commands.add_parser("paced")
+    r.add_argument("--url", required=True)
+    r.add_argument("--rate", type=float, required=True, help="requests per second")
+    r.add_argument("--duration", type=float, default=10.0)
+    r.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
-    command = {"post": post, "probe": probe, "ceiling": ceiling}[args.command]
+    command = {"post": post, "probe": probe, "ceiling": ceiling, "paced": paced}[args.command]
     asyncio.run(command(args))
 
 
