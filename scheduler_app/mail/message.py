@@ -45,7 +45,6 @@ class OutgoingMessage:
 
     sender: str
     recipients: tuple[str, ...]
-    message_id: str
     data: bytes
     smtputf8: bool  # an address is not ASCII: the server must offer SMTPUTF8
 
@@ -76,13 +75,12 @@ def compose_message(
         stable_id: the left part of the Message-ID, unique per logical message.
         headers: extra headers, such as X-Reminder-Id.
     """
-    msg_id = message_id(stable_id, from_address)
     fields = [
         ("From", from_address),
         ("To", to),
         ("Subject", subject),
         ("Date", format_datetime(sent_at)),
-        ("Message-ID", msg_id),
+        ("Message-ID", message_id(stable_id, from_address)),
         *(headers or {}).items(),
     ]
     sender = _envelope_sender(from_address)
@@ -92,7 +90,7 @@ def compose_message(
         data = _plain_message(fields, body)
     if data is None:
         data = _general_message(fields, body, smtputf8)
-    return OutgoingMessage(sender, (to,), msg_id, data, smtputf8)
+    return OutgoingMessage(sender, (to,), data, smtputf8)
 
 
 def _plain_message(fields: list[tuple[str, str]], body: str) -> bytes | None:
