@@ -43,6 +43,9 @@ STORE_RETRY_S = 2.0
 REMOVE_CHUNK = 500
 JOBS = table(JOBS_TABLE, column("id"), column("next_run_time"), column("job_state"))
 _ZONE_ONLY = SimpleNamespace(timezone=UTC)
+# APScheduler's own default grace is 1 s, which silently drops any job that starts late;
+# reminders enforce their own late-delivery window when they run.
+JOB_DEFAULTS: dict[str, Any] = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
 
 
 class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
@@ -238,9 +241,7 @@ def build_scheduler(
     return OffLoopScheduler(
         jobstores={"default": QuarantiningJobStore(engine=engine, tablename=JOBS_TABLE)},
         executors={"default": executor},
-        # APScheduler's own default grace is 1 s, which silently drops any job that starts late;
-        # reminders enforce their own late-delivery window when they run.
-        job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
+        job_defaults=JOB_DEFAULTS,
         timezone=settings.zone,
         jobstore_retry_interval=STORE_RETRY_S,
     )
@@ -272,11 +273,9 @@ def reminder_job_row(reminder_id: str, due: datetime, *, paused: bool = False) -
     next_run_time = None if paused else due
     job = Job(
         _ZONE_ONLY,  # a Job reads only its scheduler's time zone
-        **_reminder_job(reminder_id, due),
+        **{**JOB_DEFAULTS, **_reminder_job(reminder_id, due)},
         kwargs={},
         executor="default",
-        coalesce=True,
-        max_instances=1,
         next_run_time=next_run_time,
     )
     return {

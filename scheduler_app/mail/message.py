@@ -51,7 +51,7 @@ class OutgoingMessage:
 
 def message_id(local_part: str, from_address: str) -> str:
     """A Message-ID that is the same every time the same thing is sent, so repeats are visible."""
-    return f"<{local_part}@{_sender_domain(from_address)}>"
+    return f"<{local_part}@{_sender(from_address).domain}>"
 
 
 def compose_message(
@@ -83,14 +83,14 @@ def compose_message(
         ("Message-ID", message_id(stable_id, from_address)),
         *(headers or {}).items(),
     ]
-    sender = _envelope_sender(from_address)
-    smtputf8 = not (sender.isascii() and to.isascii())
+    sender = _sender(from_address)
+    smtputf8 = not (sender.address.isascii() and to.isascii())
     data: bytes | None = None
-    if not smtputf8 and _PLAIN_ADDRESS.fullmatch(to) and _plain_sender(from_address):
+    if not smtputf8 and sender.written_as_is and _PLAIN_ADDRESS.fullmatch(to):
         data = _plain_message(fields, body)
     if data is None:
         data = _general_message(fields, body, smtputf8)
-    return OutgoingMessage(sender, (to,), data, smtputf8)
+    return OutgoingMessage(sender.address, (to,), data, smtputf8)
 
 
 def _plain_message(fields: list[tuple[str, str]], body: str) -> bytes | None:
@@ -119,19 +119,18 @@ def _general_message(fields: list[tuple[str, str]], body: str, smtputf8: bool) -
     return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
 
 
+@dataclass(frozen=True)
+class _Sender:
+    address: str  # the envelope sender
+    domain: str  # for Message-IDs
+    written_as_is: bool  # the email package writes the From value back unchanged
+
+
 @functools.lru_cache(maxsize=16)
-def _plain_sender(from_address: str) -> bool:
-    """Whether the email package writes this From value back as it is."""
+def _sender(from_address: str) -> _Sender:
+    """What every message from this From value needs, worked out once (the same on every one)."""
+    address = parseaddr(from_address)[1]
     probe = EmailMessage(policy=_POLICY)
     probe["From"] = from_address
-    return probe.as_bytes() == f"From: {from_address}\n\n".encode()
-
-
-@functools.lru_cache(maxsize=16)
-def _envelope_sender(from_address: str) -> str:
-    return parseaddr(from_address)[1]
-
-
-@functools.lru_cache(maxsize=16)
-def _sender_domain(from_address: str) -> str:
-    return _envelope_sender(from_address).rpartition("@")[2] or "localhost"
+    written_as_is = probe.as_bytes() == f"From: {from_address}\n\n".encode()
+    return _Sender(address, address.rpartition("@")[2] or "localhost", written_as_is)
