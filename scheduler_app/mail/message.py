@@ -48,6 +48,11 @@ class OutgoingMessage:
     data: bytes
     smtputf8: bool  # an address is not ASCII: the server must offer SMTPUTF8
 
+    @property
+    def envelope(self) -> tuple[str, ...]:
+        """The sender, then the recipients."""
+        return (self.sender, *self.recipients)
+
 
 def message_id(local_part: str, from_address: str) -> str:
     """A Message-ID that is the same every time the same thing is sent, so repeats are visible."""

@@ -4,6 +4,7 @@ server on loopback."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -14,13 +15,12 @@ from aiosmtpd.controller import Controller
 from scheduler_app.mail import DeliveryError, compose_message
 from scheduler_app.mail.smtp import SmtpBackend
 from scheduler_app.settings import SmtpSettings
-from tests.support import SmtpSink, free_port
+from tests.support import SmtpSink, free_port, reminder_ids, running_smtp_sink
 
 
 def backend_for(sink: SmtpSink, **options: Any) -> SmtpBackend:
-    return SmtpBackend(
-        SmtpSettings(host=sink.host, port=sink.port, starttls=False, timeout_s=5, **options)
-    )
+    options = {"timeout_s": 5, **options}
+    return SmtpBackend(SmtpSettings(host=sink.host, port=sink.port, starttls=False, **options))
 
 
 def message(n: int) -> Any:
@@ -153,3 +153,114 @@ def test_a_non_ascii_address_needs_a_server_that_offers_smtputf8(offers_smtputf8
             assert sink.received() == []
     finally:
         controller.stop()
+
+
+class RefusingSink(EnvelopeSink):
+    """Answers MAIL FROM or RCPT TO with the reply set for it, instead of accepting."""
+
+    refuse_mail: str | None = None
+    refuse_rcpt: str | None = None
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if self.refuse_mail:
+            return self.refuse_mail
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if self.refuse_rcpt:
+            return self.refuse_rcpt
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def send_one(sink: SmtpSink, outgoing: Any) -> None:
+    async def send() -> None:
+        backend = backend_for(sink)
+        try:
+            await backend.send(outgoing)
+        finally:
+            await backend.close()
+
+    asyncio.run(send())
+
+
+@pytest.mark.parametrize(
+    ("refusal", "transient"),
+    [
+        ({"refuse_rcpt": "550 5.1.1 no such mailbox"}, False),
+        ({"refuse_rcpt": "450 4.2.1 mailbox busy"}, True),
+        ({"refuse_mail": "553 5.7.1 sender not allowed"}, False),
+        ({"refuse_mail": "451 4.3.0 try again"}, True),
+    ],
+)
+def test_a_refused_envelope_fails_with_the_servers_reply(
+    refusal: dict[str, str], transient: bool
+) -> None:
+    with running_smtp_sink(RefusingSink) as sink:
+        sink.envelopes = []
+        for name, reply in refusal.items():
+            setattr(sink, name, reply)
+        with pytest.raises(DeliveryError) as refused:
+            send_one(sink, message(1))
+        assert refused.value.transient is transient
+        reply = next(iter(refusal.values()))
+        assert reply.split(" ", 1)[1] in str(refused.value)
+        assert sink.received() == []
+
+
+def test_the_envelope_names_the_sender_recipient_and_size() -> None:
+    with running_smtp_sink(RefusingSink) as sink:
+        sink.envelopes = []
+        outgoing = message(7)
+        send_one(sink, outgoing)
+        [(options, recipients)] = sink.envelopes
+        assert recipients == ["user7@example.com"]
+        assert options == [f"SIZE={len(outgoing.data)}"]
+        [received] = sink.received()
+        assert received["X-Reminder-Id"] == "7"
+
+
+def test_an_address_with_a_quoted_local_part_still_arrives() -> None:
+    with running_smtp_sink(RefusingSink) as sink:
+        sink.envelopes = []
+        quoted = compose_message(
+            to='"first last"@example.com',
+            from_address="Tests <tests@example.com>",
+            subject="quoted",
+            body="hello",
+            sent_at=datetime.now(UTC),
+            stable_id="test-quoted",
+        )
+        send_one(sink, quoted)
+        [(_, recipients)] = sink.envelopes
+        assert recipients == ['"first last"@example.com']
+        assert len(sink.received()) == 1
+
+
+def test_a_server_slower_than_timeout_s_fails_the_message_as_transient() -> None:
+    with running_smtp_sink(SmtpSink) as sink:
+        sink.delay_s = 1.0
+        backend = backend_for(sink, timeout_s=0.3)
+
+        async def send_two() -> DeliveryError:
+            try:
+                with pytest.raises(DeliveryError) as slow:
+                    await backend.send(message(1))
+                sink.delay_s = 0.0
+                await backend.send(message(2))  # on a new connection: the slow one was dropped
+                return slow.value
+            finally:
+                await backend.close()
+
+        started = time.monotonic()
+        error = asyncio.run(send_two())
+        assert time.monotonic() - started < 1.0
+        assert error.transient
+        assert "timeout_s=0.3" in str(error)
+        assert "2" in reminder_ids(sink.received())
