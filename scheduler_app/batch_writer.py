@@ -16,7 +16,6 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
@@ -118,9 +117,9 @@ class BatchWriter:
 
     def _commit(self, batch: list[_Step[Any]]) -> None:
         try:
-            with self._sessions() as outer:
-                results = self._run_batch(batch, outer.connection())
-                outer.commit()
+            with self._sessions() as session:
+                results = self._run_batch(batch, session)
+                session.commit()
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch, [], exc)
@@ -130,7 +129,7 @@ class BatchWriter:
             return
         _settle(batch, results, None)
 
-    def _run_batch(self, batch: list[_Step[Any]], connection: Connection) -> list[Any]:
+    def _run_batch(self, batch: list[_Step[Any]], session: Session) -> list[Any]:
         results: list[Any] = [None] * len(batch)
         groups: dict[Grouped[Any, Any], list[int]] = {}
         for index, step in enumerate(batch):
@@ -138,10 +137,12 @@ class BatchWriter:
                 groups.setdefault(step.group, []).append(index)
             else:
                 assert step.work is not None
-                results[index] = self._in_own_session(connection, step.work)
+                results[index] = self._in_own_session(session.connection(), step.work)
+        # Grouped steps share the batch's session: they write with a few Core statements and
+        # load little or nothing, so a session each would cost more than it keeps apart.
         for group, indexes in groups.items():
-            items = [batch[index].item for index in indexes]
-            outcomes = self._in_own_session(connection, partial(_call_group, group, items))
+            outcomes = group.run_all(session, [batch[index].item for index in indexes])
+            session.flush()
             for index, outcome in zip(indexes, outcomes, strict=True):
                 results[index] = outcome
         return results
@@ -153,10 +154,6 @@ class BatchWriter:
             result = work(session)
             session.flush()
             return result
-
-
-def _call_group(group: Grouped[Item, T], items: list[Item], session: Session) -> list[T]:
-    return group.run_all(session, items)
 
 
 def _settle(batch: list[_Step[Any]], results: list[Any], error: Exception | None) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, Update, bindparam, or_, update
+from sqlalchemy import Table, bindparam, or_, update
 from sqlalchemy.orm import Session
 
 from scheduler_app.batch_writer import Grouped
@@ -74,7 +74,7 @@ def start_delivery(
         finish(session, reminder_id, status, now, reason)
         return status.value, None
     counted = session.execute(
-        _count_attempt(now).where(_REMINDERS.c.id == reminder_id)
+        _COUNT_ONE_ATTEMPT, {"reminder_id": reminder_id, "now": now}
     ).one_or_none()
     if counted is None:
         return "skipped", None
@@ -94,13 +94,13 @@ def start_deliveries(
     """start_delivery for many reminders: those still scheduled and within the late-delivery
     window get their attempt counted by one UPDATE; the others go one by one."""
     now = max(start.now for start in starts)
-    cutoff = now - starts[0].late_window
-    ids = [start.reminder_id for start in starts]
     counted = session.execute(
-        _count_attempt(now).where(
-            _REMINDERS.c.id.in_(ids),
-            or_(_REMINDERS.c.remind_at >= cutoff, _REMINDERS.c.requeued_at >= cutoff),
-        )
+        _COUNT_ATTEMPTS_IN_WINDOW,
+        {
+            "reminder_ids": [start.reminder_id for start in starts],
+            "now": now,
+            "cutoff": now - starts[0].late_window,
+        },
     ).all()
     by_id = {row.id: Attempt(*row) for row in counted}
     return [
@@ -111,29 +111,36 @@ def start_deliveries(
     ]
 
 
-def _count_attempt(now: datetime) -> Update:
-    """Count one more attempt of a reminder that is still scheduled; returns an Attempt's fields.
-    Core rather than the ORM: in a burst this runs for thousands of rows, and loading them as
-    ORM objects cost more than the database did."""
-    table = _REMINDERS
-    return (
-        update(table)
-        .where(table.c.status == ReminderStatus.SCHEDULED)
-        .values(
-            attempts=table.c.attempts + 1,
-            last_attempt_at=now,
-            updated_at=now,
-            next_attempt_at=None,
-        )
-        .returning(
-            table.c.id,
-            table.c.email,
-            table.c.subject,
-            table.c.message,
-            table.c.remind_at,
-            table.c.attempts,
-        )
+# Count one more attempt of a reminder that is still scheduled; returns an Attempt's fields.
+# Core rather than the ORM: in a burst this runs for thousands of rows, and loading them as ORM
+# objects cost more than the database did. Built once: building it per batch cost more than
+# running it.
+_COUNT_ATTEMPT = (
+    update(_REMINDERS)
+    .where(_REMINDERS.c.status == ReminderStatus.SCHEDULED)
+    .values(
+        attempts=_REMINDERS.c.attempts + 1,
+        last_attempt_at=bindparam("now"),
+        updated_at=bindparam("now"),
+        next_attempt_at=None,
     )
+    .returning(
+        _REMINDERS.c.id,
+        _REMINDERS.c.email,
+        _REMINDERS.c.subject,
+        _REMINDERS.c.message,
+        _REMINDERS.c.remind_at,
+        _REMINDERS.c.attempts,
+    )
+)
+_COUNT_ONE_ATTEMPT = _COUNT_ATTEMPT.where(_REMINDERS.c.id == bindparam("reminder_id"))
+_COUNT_ATTEMPTS_IN_WINDOW = _COUNT_ATTEMPT.where(
+    _REMINDERS.c.id.in_(bindparam("reminder_ids", expanding=True)),
+    or_(
+        _REMINDERS.c.remind_at >= bindparam("cutoff"),
+        _REMINDERS.c.requeued_at >= bindparam("cutoff"),
+    ),
+)
 
 
 def mark_all_sent(session: Session, sent: list[tuple[str, datetime]]) -> list[None]:
