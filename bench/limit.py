@@ -1,5 +1,6 @@
 """The limit, a process of its own: a raw sender that pushes the scenario's messages straight
-into the sink over a few persistent SMTP connections, each message at its due time (or at once
+into the sink over persistent SMTP connections (as many as scheduler_app's default
+`mail.smtp.pool_size`), each message at its due time (or at once
 when it is overdue), as fast as the sink accepts them. No HTTP, no database, no scheduler, and
 every message is composed before the clock starts: what the same workload costs when only the
 mail hop is left.
@@ -18,6 +19,8 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
+
+from scheduler_app.settings import SmtpSettings
 
 
 def message(reminder_id: str, i: int) -> bytes:
@@ -71,7 +74,9 @@ def main() -> None:
     parser.add_argument("--due-start", type=float, required=True)
     parser.add_argument("--spread", type=float, default=0.0)
     parser.add_argument("--not-before", type=float, default=0.0, help="epoch: start no earlier")
-    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument(
+        "--connections", type=int, default=SmtpSettings.model_fields["pool_size"].default
+    )
     parser.add_argument("--out", type=Path, required=True)
     asyncio.run(run(parser.parse_args()))
 

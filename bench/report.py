@@ -135,6 +135,11 @@ def render(results: list[dict[str, Any]]) -> str:
             figures = result.get("figures", {})
             if figures.get("error"):
                 extra.append(f"error: {figures['error']}")
+            attempts = figures.get("drain_s_per_attempt")
+            if attempts:
+                rule = "fastest" if target == "limit" else "median"
+                drains = ", ".join("-" if d is None else f"{d:.2f}" for d in attempts)
+                extra.append(f"drain per attempt: {drains} s (the {rule} is shown)")
             if figures.get("drain_stopped_because"):
                 extra.append(f"drain wait stopped: {figures['drain_stopped_because']}")
             counts = figures.get("target_status_counts")

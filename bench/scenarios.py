@@ -33,6 +33,9 @@ QUIET_S = 10.0
 POST_CONCURRENCY = 16
 # The limit's storm is run this many times; the fastest is reported.
 LIMIT_ATTEMPTS = 3
+# The storm is a race against the sink too; scheduler_app runs it this many times and the median
+# attempt is its figure. (The baseline runs once: it is far from the sink either way.)
+STORM_ATTEMPTS = 3
 # Assumed slowest posting rate per target (POST /subscribe per second with the bench client:
 # 38 to 300 for the baseline on SQLite, 480 to 570 for scheduler_app), to put the due instant
 # after the last POST.
@@ -324,7 +327,25 @@ def _limit_attempt(
 def storm(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
     count = 500 if quick() else 5000
     params = {"count": count, "due": "all at one instant", "drain_deadline_s": DRAIN_DEADLINE_S}
-    return params, delivery(run, count, 0.0)
+    if run.target != "scheduler_app":
+        return params, delivery(run, count, 0.0)
+    params["attempts"] = STORM_ATTEMPTS
+    return params, _median_attempt(run, lambda attempt: delivery(attempt, count, 0.0))
+
+
+def _median_attempt(run: Run, measure: Callable[[Run], dict[str, Any]]) -> dict[str, Any]:
+    """Measure STORM_ATTEMPTS times, each in a folder of its own; the attempt with the median
+    drain time is the figure (all drain times are kept)."""
+    results = []
+    for number in range(1, STORM_ATTEMPTS + 1):
+        directory = run.directory / f"attempt-{number}"
+        directory.mkdir(exist_ok=True)
+        results.append(measure(Run(run.scenario, run.db, run.target, directory, run.notes)))
+    ranked = sorted(results, key=lambda figures: figures.get("drain_s") or float("inf"))
+    median = dict(ranked[len(ranked) // 2])
+    median["attempts"] = len(results)
+    median["drain_s_per_attempt"] = [figures.get("drain_s") for figures in results]
+    return median
 
 
 def spread(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
