@@ -105,13 +105,18 @@ def render(results: list[dict[str, Any]]) -> str:
     ]
     for scenario, db in sorted(groups, key=lambda key: (key[1], *_order(key[0]))):
         by_target = groups[(scenario, db)]
-        first = next(iter(by_target.values()))
+        first = by_target.get("scheduler_app") or next(iter(by_target.values()))
         machine = first.get("machine", {})
+        runs = ", ".join(
+            f"{target} {result.get('date')} (code {_commit(result)})"
+            for target in COLUMNS
+            if (result := by_target.get(target)) is not None
+        )
         lines += [
             f"## {scenario} on {db}",
             "",
             f"Parameters: `{json.dumps(first.get('parameters', {}))}`. "
-            f"Run {first.get('date')} on {machine.get('cores')} cores, Python "
+            f"Run: {runs}; on {machine.get('cores')} cores, Python "
             f"{machine.get('python')}, SQLite {machine.get('sqlite')}, PostgreSQL "
             f"{machine.get('postgresql')}.",
             "",
@@ -158,3 +163,10 @@ def write(directory: Path) -> Path:
     path = directory / "results.md"
     path.write_text(render(_load(directory)))
     return path
+
+
+def _commit(result: dict[str, Any]) -> str:
+    code = result.get("service_code_at_start")
+    if isinstance(code, dict):
+        return str(code.get("commit", "?"))
+    return str(code or "?")
