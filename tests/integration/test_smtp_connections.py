@@ -23,9 +23,9 @@ def backend_for(sink: SmtpSink, **options: Any) -> SmtpBackend:
     return SmtpBackend(SmtpSettings(host=sink.host, port=sink.port, starttls=False, **options))
 
 
-def message(n: int) -> Any:
+def message(n: int, to: str | None = None) -> Any:
     return compose_message(
-        to=f"user{n}@example.com",
+        to=to or f"user{n}@example.com",
         from_address="Tests <tests@example.com>",
         subject=f"message {n}",
         body="hello",
@@ -44,6 +44,17 @@ async def send_all(backend: SmtpBackend, count: int, *, concurrently: bool) -> N
                 await backend.send(message(n))
     finally:
         await backend.close()
+
+
+def send_one(sink: SmtpSink, outgoing: Any) -> None:
+    async def send() -> None:
+        backend = backend_for(sink)
+        try:
+            await backend.send(outgoing)
+        finally:
+            await backend.close()
+
+    asyncio.run(send())
 
 
 def test_a_burst_goes_out_over_at_most_pool_size_connections(smtp_sink: SmtpSink) -> None:
@@ -131,23 +142,16 @@ def test_a_non_ascii_address_needs_a_server_that_offers_smtputf8(offers_smtputf8
         stable_id="test-utf8",
     )
 
-    async def send() -> None:
-        backend = backend_for(sink)
-        try:
-            await backend.send(to_zoe)
-        finally:
-            await backend.close()
-
     try:
         if offers_smtputf8:
-            asyncio.run(send())
+            send_one(sink, to_zoe)
             [(options, recipients)] = sink.envelopes
             assert "SMTPUTF8" in options
             assert recipients == ["zoë@example.com"]
             assert len(sink.received()) == 1
         else:
             with pytest.raises(DeliveryError) as refused:
-                asyncio.run(send())
+                send_one(sink, to_zoe)
             assert not refused.value.transient, "no retry can make the server offer SMTPUTF8"
             assert "SMTPUTF8" in str(refused.value)
             assert sink.received() == []
@@ -177,17 +181,6 @@ class RefusingSink(EnvelopeSink):
             return self.refuse_rcpt
         envelope.rcpt_tos.append(address)
         return "250 OK"
-
-
-def send_one(sink: SmtpSink, outgoing: Any) -> None:
-    async def send() -> None:
-        backend = backend_for(sink)
-        try:
-            await backend.send(outgoing)
-        finally:
-            await backend.close()
-
-    asyncio.run(send())
 
 
 @pytest.mark.parametrize(
@@ -229,15 +222,7 @@ def test_the_envelope_names_the_sender_recipient_and_size() -> None:
 def test_an_address_with_a_quoted_local_part_still_arrives() -> None:
     with running_smtp_sink(RefusingSink) as sink:
         sink.envelopes = []
-        quoted = compose_message(
-            to='"first last"@example.com',
-            from_address="Tests <tests@example.com>",
-            subject="quoted",
-            body="hello",
-            sent_at=datetime.now(UTC),
-            stable_id="test-quoted",
-        )
-        send_one(sink, quoted)
+        send_one(sink, message(1, to='"first last"@example.com'))
         [(_, recipients)] = sink.envelopes
         assert recipients == ['"first last"@example.com']
         assert len(sink.received()) == 1
