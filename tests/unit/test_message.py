@@ -6,6 +6,7 @@ from email.parser import BytesParser
 from email.policy import default
 from email.utils import format_datetime, parseaddr, parsedate_to_datetime
 from functools import partial
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +18,19 @@ from scheduler_app.mail.message import message_id
 SENT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
+def compose(**fields: Any) -> OutgoingMessage:
+    """compose_message with plain values for every field a test leaves out."""
+    defaults: dict[str, Any] = {
+        "to": "ada@example.com",
+        "from_address": "x@example.com",
+        "subject": "Hi",
+        "body": "",
+        "sent_at": SENT,
+        "stable_id": "r",
+    }
+    return compose_message(**{**defaults, **fields})
+
+
 def parsed(message: OutgoingMessage) -> EmailMessage:
     result = BytesParser(policy=default).parsebytes(message.data)
     assert isinstance(result, EmailMessage)
@@ -24,12 +38,10 @@ def parsed(message: OutgoingMessage) -> EmailMessage:
 
 
 def test_a_message_has_the_rfc_5322_headers_and_its_envelope() -> None:
-    message = compose_message(
-        to="ada@example.com",
+    message = compose(
         from_address="Reminders <noreply@reminders.example.org>",
         subject="Stand up",
         body="Time to stand up.",
-        sent_at=SENT,
         stable_id="reminder-42",
         headers={"X-Reminder-Id": "42"},
     )
@@ -55,14 +67,7 @@ def test_the_message_id_is_the_same_for_every_repeat() -> None:
 
 
 def test_unicode_subjects_and_bodies_leave_as_seven_bit_text() -> None:
-    message = compose_message(
-        to="ada@example.com",
-        from_address="Zoë <x@example.com>",
-        subject="Rappel: réunion 🗓",
-        body="Grüße",
-        sent_at=SENT,
-        stable_id="r",
-    )
+    message = compose(from_address="Zoë <x@example.com>", subject="Rappel: réunion 🗓", body="Grüße")
     assert message.data.isascii()
     assert not message.smtputf8
     assert b"=?utf-8?" in message.data
@@ -73,14 +78,7 @@ def test_unicode_subjects_and_bodies_leave_as_seven_bit_text() -> None:
 
 
 def test_a_non_ascii_address_needs_smtputf8_and_keeps_its_headers_in_utf8() -> None:
-    message = compose_message(
-        to="zoë@example.com",
-        from_address="x@example.com",
-        subject="Grüße",
-        body="Grüße",
-        sent_at=SENT,
-        stable_id="r",
-    )
+    message = compose(to="zoë@example.com", subject="Grüße", body="Grüße")
     assert message.smtputf8
     assert message.recipients == ("zoë@example.com",)
     assert "To: zoë@example.com\r\n".encode() in message.data
@@ -92,13 +90,9 @@ def test_a_line_break_never_reaches_a_header(field: str) -> None:
     fields = {"to": "ada@example.com", "subject": "Hi", "header": "1"}
     fields[field] += "\r\nBcc: eve@example.com"
     with pytest.raises(ValueError, match="linefeed or carriage return"):
-        compose_message(
+        compose(
             to=fields["to"],
-            from_address="x@example.com",
             subject=fields["subject"],
-            body="",
-            sent_at=SENT,
-            stable_id="r",
             headers={"X-Reminder-Id": fields["header"]},
         )
 
