@@ -26,7 +26,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler, run_in_event_loop
 from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.util import datetime_to_utc_timestamp
-from sqlalchemy import Engine, and_, column, delete, insert, select, table, tuple_
+from sqlalchemy import Engine, Index, and_, column, delete, insert, select, table, tuple_
 
 from scheduler_app.clock import utcnow
 from scheduler_app.executor import RegistryExecutor, registered_job
@@ -41,6 +41,8 @@ REMINDER_JOB_PREFIX = "reminder:"
 STORE_RETRY_S = 2.0
 # Job ids per DELETE when a pass removes the jobs it submitted (below SQLite's variable limit).
 REMOVE_CHUNK = 500
+# GET /jobs pages by (next_run_time, id); APScheduler indexes next_run_time alone.
+LISTING_INDEX = "ix_apscheduler_jobs_next_run_time_id"
 JOBS = table(JOBS_TABLE, column("id"), column("next_run_time"), column("job_state"))
 _ZONE_ONLY = SimpleNamespace(timezone=UTC)
 # APScheduler's own default grace is 1 s, which silently drops any job that starts late;
@@ -155,6 +157,13 @@ class QuarantiningJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         self._pass_thread: int | None = None
         self._due_run_times: dict[str, float] = {}
         self._submitted: list[tuple[str, float]] = []
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        super().start(scheduler, alias)
+        # Without it, a page of jobs that fall due at the same instant (a burst of reminders)
+        # first sorts every one of them by id: 20 ms for 5,000 on PostgreSQL, on every page.
+        listing = Index(LISTING_INDEX, self.jobs_t.c.next_run_time, self.jobs_t.c.id)
+        listing.create(self.engine, checkfirst=True)
 
     def get_due_jobs(self, now: datetime) -> list[Job]:
         # A pass starts with this call and ends with get_next_run_time (APScheduler's order).

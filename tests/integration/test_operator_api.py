@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine
 
 from jobs import REGISTRY
 from tests.support import (
@@ -167,6 +168,30 @@ def test_a_page_walk_visits_every_job_exactly_once(api: httpx.Client, database_u
     assert times == sorted(times)
     assert all(item["paused"] for item in visited[len(scheduled) :])
     assert len(scheduled) == 2_400
+
+
+def test_a_burst_due_at_one_instant_is_paged_from_an_index(
+    api: httpx.Client, database_url: str
+) -> None:
+    # A page of jobs that share a due time must not sort the whole burst by id first.
+    seed_reminder_jobs(database_url, [datetime.now(UTC) + timedelta(days=1)] * 3_000)
+    page = (
+        "SELECT id FROM apscheduler_jobs WHERE next_run_time IS NOT NULL "
+        "ORDER BY next_run_time, id LIMIT 51"
+    )
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                plan = [row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {page}")]
+                assert not any("TEMP B-TREE" in step for step in plan), plan
+            else:
+                connection.exec_driver_sql("ANALYZE apscheduler_jobs")
+                plan = [row[0] for row in connection.exec_driver_sql(f"EXPLAIN {page}")]
+                assert not any("Sort" in step for step in plan), plan
+    finally:
+        engine.dispose()
+    assert len(api.get("/jobs", headers=ADMIN).json()["items"]) == 50
 
 
 def test_bad_paging_input_is_422(api: httpx.Client) -> None:
