@@ -71,12 +71,14 @@ def seed_scheduler_app(database_url: str, count: int) -> None:
     from sqlalchemy import create_engine, insert
 
     from scheduler_app.models import Reminder, ReminderStatus
-    from scheduler_app.scheduler import JOBS, JOBS_TABLE, reminder_job_row
+    from scheduler_app.scheduler import JOBS, JOBS_TABLE, create_listing_index, reminder_job_row
 
     now = datetime.now(UTC)
     engine = create_engine(database_url)
     # The job table is created by the job store when the scheduler starts, not by migrations.
-    SQLAlchemyJobStore(engine=engine, tablename=JOBS_TABLE).jobs_t.create(engine, True)
+    jobs_table = SQLAlchemyJobStore(engine=engine, tablename=JOBS_TABLE).jobs_t
+    jobs_table.create(engine, True)
+    create_listing_index(engine, jobs_table)
     try:
         due_times = _due_times(count)
         for begin in range(0, count, CHUNK):

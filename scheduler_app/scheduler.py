@@ -26,7 +26,18 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler, run_in_event_loop
 from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.util import datetime_to_utc_timestamp
-from sqlalchemy import Engine, Index, and_, column, delete, insert, select, table, tuple_
+from sqlalchemy import (
+    Engine,
+    Index,
+    Table,
+    and_,
+    column,
+    delete,
+    insert,
+    select,
+    table,
+    tuple_,
+)
 
 from scheduler_app.clock import utcnow
 from scheduler_app.executor import RegistryExecutor, registered_job
@@ -160,10 +171,7 @@ class QuarantiningJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
 
     def start(self, scheduler: Any, alias: str) -> None:
         super().start(scheduler, alias)
-        # Without it, a page of jobs that fall due at the same instant (a burst of reminders)
-        # first sorts every one of them by id: 20 ms for 5,000 on PostgreSQL, on every page.
-        listing = Index(LISTING_INDEX, self.jobs_t.c.next_run_time, self.jobs_t.c.id)
-        listing.create(self.engine, checkfirst=True)
+        create_listing_index(self.engine, self.jobs_t)
 
     def get_due_jobs(self, now: datetime) -> list[Job]:
         # A pass starts with this call and ends with get_next_run_time (APScheduler's order).
@@ -235,6 +243,17 @@ class QuarantiningJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
             )
         )
         connection.execute(delete(self.jobs_t).where(self.jobs_t.c.id == row.id))
+
+
+def create_listing_index(engine: Engine, jobs_table: Table) -> None:
+    """Index the job table by (next_run_time, id), unless it is already.
+
+    Without it, a page of GET /jobs over jobs due at the same instant (a burst of reminders)
+    first sorts every one of them by id: 20 ms for 5,000 on PostgreSQL, on every page.
+    """
+    Index(LISTING_INDEX, jobs_table.c.next_run_time, jobs_table.c.id).create(
+        engine, checkfirst=True
+    )
 
 
 def build_scheduler(
