@@ -15,6 +15,7 @@ from sqlalchemy import Table, bindparam, or_, update
 from sqlalchemy.orm import Session
 
 from scheduler_app.batch_writer import Grouped
+from scheduler_app.bulk import update_rows
 from scheduler_app.models import Reminder, ReminderStatus
 from scheduler_app.reminders import MAX_ERROR_LENGTH, finish
 from scheduler_app.settings import ReminderSettings
@@ -146,24 +147,16 @@ _COUNT_ATTEMPTS_IN_WINDOW = _COUNT_ATTEMPT.where(
 def mark_all_sent(session: Session, sent: list[tuple[str, datetime]]) -> list[None]:
     """Mark many reminders sent, in one statement. Unconditional: once a message is out, "sent"
     is the truth even if a cancel raced it."""
-    rows = [{"reminder_id": reminder_id, "now": now} for reminder_id, now in sent]
-    session.execute(_MARK_SENT, rows)
-    return [None] * len(sent)
-
-
-# A Core statement run as an executemany: the ORM's bulk update by primary key costs more per
-# row than the database does.
-_MARK_SENT = (
-    update(_REMINDERS)
-    .where(_REMINDERS.c.id == bindparam("reminder_id"))
-    .values(
-        status=ReminderStatus.SENT,
-        sent_at=bindparam("now"),
-        finished_at=bindparam("now"),
-        updated_at=bindparam("now"),
-        next_attempt_at=None,
+    rows = [(reminder_id, now, now, now) for reminder_id, now in sent]
+    update_rows(
+        session,
+        _REMINDERS,
+        "id",
+        ("sent_at", "finished_at", "updated_at"),
+        rows,
+        constants={"status": ReminderStatus.SENT, "next_attempt_at": None},
     )
-)
+    return [None] * len(sent)
 
 
 START_DELIVERIES = Grouped("start deliveries", start_deliveries)

@@ -12,11 +12,13 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from scheduler_app.batch_writer import Grouped
+from scheduler_app.bulk import insert_rows
 from scheduler_app.clock import as_utc
 from scheduler_app.errors import Conflict, Forbidden, InvalidField, NotFound
 from scheduler_app.models import Reminder, ReminderStatus
@@ -141,12 +143,16 @@ def subscribe_all(session: Session, requests: list[SubscribeRequest]) -> list[Su
 def _insert(session: Session, new_reminders: list[Reminder]) -> None:
     if not new_reminders:
         return
-    columns = Reminder.__table__.columns.keys()
-    rows = [{column: getattr(reminder, column) for column in columns} for reminder in new_reminders]
-    session.execute(insert(Reminder), rows)
+    rows = [tuple(getattr(reminder, column) for column in _COLUMNS) for reminder in new_reminders]
+    insert_rows(session, _REMINDERS, _COLUMNS, rows)
     # In the same transaction: a reminder is never stored without its job, nor the reverse.
     jobs = [reminder_job_row(reminder.id, reminder.remind_at) for reminder in new_reminders]
-    session.execute(insert(JOBS), jobs)
+    insert_rows(session, JOBS, _JOB_COLUMNS, [tuple(job[c] for c in _JOB_COLUMNS) for job in jobs])
+
+
+_REMINDERS = cast(Table, Reminder.__table__)
+_COLUMNS = tuple(_REMINDERS.columns.keys())
+_JOB_COLUMNS = ("id", "next_run_time", "job_state")
 
 
 SUBSCRIBE = Grouped("subscribe", subscribe_all)

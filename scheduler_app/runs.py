@@ -8,15 +8,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy import Table, update
 from sqlalchemy.orm import Session
 
 from scheduler_app.batch_writer import Grouped
+from scheduler_app.bulk import insert_rows, update_rows
 from scheduler_app.models import JobRun, RunOutcome
 
 MAX_TEXT_LENGTH = 4000
-# Core statements on the table: in a burst they run for thousands of rows, where the ORM's bulk
-# insert and update cost more per row than the database does.
+# Multi-row statements on the table: in a burst they run for thousands of rows, where the ORM's
+# bulk insert and update, or an executemany, cost more per row than the database does.
 _RUNS = cast(Table, JobRun.__table__)
 INTERRUPTED = "interrupted: the process stopped before the run finished"
 
@@ -41,48 +42,26 @@ class RunEnd:
 
 def start_runs(session: Session, starts: list[RunStart]) -> list[str]:
     """Record many runs as started in one statement; their ids, in order."""
+    ids = [str(uuid.uuid4()) for _ in starts]
     rows = [
-        {
-            "id": str(uuid.uuid4()),
-            "job_id": start.job_id,
-            "job": start.job,
-            "scheduled_for": start.scheduled_for,
-            "started_at": start.started_at,
-            "outcome": RunOutcome.RUNNING,
-            "manual": start.manual,
-        }
-        for start in starts
+        (run_id, start.job_id, start.job, start.scheduled_for, start.started_at, start.manual)
+        for run_id, start in zip(ids, starts, strict=True)
     ]
-    session.execute(insert(_RUNS), rows)
-    return [str(row["id"]) for row in rows]
+    insert_rows(session, _RUNS, _STARTED, [(*row, RunOutcome.RUNNING) for row in rows])
+    return ids
 
 
 def finish_runs(session: Session, ends: list[RunEnd]) -> list[None]:
     """Complete many run records in one statement."""
     rows = [
-        {
-            "run_id": end.run_id,
-            "outcome": end.outcome,
-            "finished_at": end.finished_at,
-            "error": _clip(end.error),
-            "result": _clip(end.result),
-        }
+        (end.run_id, end.outcome, end.finished_at, _clip(end.error), _clip(end.result))
         for end in ends
     ]
-    session.execute(_FINISH_RUN, rows)
+    update_rows(session, _RUNS, "id", ("outcome", "finished_at", "error", "result"), rows)
     return [None] * len(ends)
 
 
-_FINISH_RUN = (
-    update(_RUNS)
-    .where(_RUNS.c.id == bindparam("run_id"))
-    .values(
-        outcome=bindparam("outcome"),
-        finished_at=bindparam("finished_at"),
-        error=bindparam("error"),
-        result=bindparam("result"),
-    )
-)
+_STARTED = ("id", "job_id", "job", "scheduled_for", "started_at", "manual", "outcome")
 
 
 START_RUNS = Grouped("start runs", start_runs)

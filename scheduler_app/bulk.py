@@ -1,0 +1,138 @@
+"""Many rows in one SQL statement: a multi-row INSERT, and an UPDATE joined to a VALUES list.
+
+An executemany runs its statement once per row. On SQLite, Python's driver gives up the
+interpreter lock around every row and must win it back from the event loop each time, which in a
+burst cost the writer thread more than the writing did; on PostgreSQL every row is executed on
+its own. One statement per batch has one step. Its SQL text is built once per row count and kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import TableClause
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session
+
+# Parameters per statement at most: below SQLite's limit (32,766) and PostgreSQL's (65,535).
+MAX_PARAMETERS = 30_000
+_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+Row = Sequence[Any]
+
+
+def insert_rows(
+    session: Session, table: TableClause, columns: Sequence[str], rows: Sequence[Row]
+) -> None:
+    """INSERT rows (values in the order of columns) into table, in as few statements as fit."""
+    connection = session.connection()
+    dialect = connection.dialect
+    columns = tuple(columns)
+    for chunk in _chunks(rows, len(columns)):
+        sql = _insert_sql(dialect, table, columns, len(chunk))
+        connection.exec_driver_sql(sql, _parameters(dialect, table, columns, chunk))
+
+
+def update_rows(
+    session: Session,
+    table: TableClause,
+    key: str,
+    columns: Sequence[str],
+    rows: Sequence[Row],
+    constants: Mapping[str, Any] | None = None,
+) -> None:
+    """UPDATE table, each row (key value first, then one value per column) matched by key;
+    constants are set on every row matched."""
+    connection = session.connection()
+    dialect = connection.dialect
+    constants = dict(constants or {})
+    fixed = tuple(constants)
+    row_columns = (key, *columns)
+    fixed_values = _parameters(dialect, table, fixed, [tuple(constants.values())])
+    for chunk in _chunks(rows, len(row_columns)):
+        sql = _update_sql(dialect, table, row_columns, fixed, len(chunk))
+        parameters = fixed_values + _parameters(dialect, table, row_columns, chunk)
+        connection.exec_driver_sql(sql, parameters)
+
+
+def _chunks(rows: Sequence[Row], width: int) -> list[Sequence[Row]]:
+    size = max(1, MAX_PARAMETERS // max(width, 1))
+    return [rows[start : start + size] for start in range(0, len(rows), size)]
+
+
+def _parameters(
+    dialect: Dialect, table: TableClause, columns: tuple[str, ...], rows: Sequence[Row]
+) -> tuple[Any, ...]:
+    """The rows' values flattened, each converted as its column's type converts it."""
+    converters = _converters(dialect, table, columns)
+    return tuple(
+        value if convert is None or value is None else convert(value)
+        for row in rows
+        for convert, value in zip(converters, row, strict=True)
+    )
+
+
+@lru_cache(maxsize=64)
+def _converters(
+    dialect: Dialect, table: TableClause, columns: tuple[str, ...]
+) -> tuple[Callable[[Any], Any] | None, ...]:
+    return tuple(table.c[column].type.bind_processor(dialect) for column in columns)
+
+
+@lru_cache(maxsize=1024)
+def _insert_sql(dialect: Dialect, table: TableClause, columns: tuple[str, ...], count: int) -> str:
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(column) for column in columns)
+    target = dialect.identifier_preparer.format_table(table)
+    values = _values(dialect, table, columns, count, typed=False)
+    # Only quoted table and column names and placeholders go into the text; values are bound.
+    return f"INSERT INTO {target} ({names}) VALUES {values}"  # noqa: S608
+
+
+@lru_cache(maxsize=1024)
+def _update_sql(
+    dialect: Dialect,
+    table: TableClause,
+    row_columns: tuple[str, ...],
+    fixed: tuple[str, ...],
+    count: int,
+) -> str:
+    quote = dialect.identifier_preparer.quote
+    placeholder = _placeholder(dialect)
+    # A VALUES list names its columns column1, column2 ... on SQLite and on PostgreSQL alike.
+    assignments = [f"{quote(column)} = {placeholder}" for column in fixed] + [
+        f"{quote(column)} = v.column{position}"
+        for position, column in enumerate(row_columns[1:], start=2)
+    ]
+    target = dialect.identifier_preparer.format_table(table)
+    values = _values(dialect, table, row_columns, count, typed=True)
+    where = f"{target}.{quote(row_columns[0])} = v.column1"
+    # Only quoted names and placeholders go into the text; every value is bound.
+    return f"UPDATE {target} SET {', '.join(assignments)} FROM (VALUES {values}) AS v WHERE {where}"  # noqa: S608
+
+
+def _values(
+    dialect: Dialect, table: TableClause, columns: tuple[str, ...], count: int, *, typed: bool
+) -> str:
+    placeholder = _placeholder(dialect)
+    row = f"({', '.join([placeholder] * len(columns))})"
+    if not typed or dialect.name == "sqlite":
+        return ", ".join([row] * count)
+    # Outside an INSERT, PostgreSQL types a VALUES column from its contents, and a column of
+    # NULLs would be text: the first row's casts give each column its table column's type.
+    # (Not on SQLite, where a CAST would change what is stored.)
+    first = ", ".join(
+        f"CAST({placeholder} AS {table.c[column].type.compile(dialect=dialect)})"
+        for column in columns
+    )
+    return ", ".join([f"({first})"] + [row] * (count - 1))
+
+
+def _placeholder(dialect: Dialect) -> str:
+    try:
+        return _PLACEHOLDERS[dialect.paramstyle]
+    except KeyError:
+        raise NotImplementedError(
+            f"no multi-row statements for the {dialect.paramstyle!r} parameter style"
+        ) from None

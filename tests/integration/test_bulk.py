@@ -1,0 +1,140 @@
+"""Multi-row statements: what they write reads back exactly as the ORM wrote it, in one step."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pytest
+from sqlalchemy import Engine, Table, event, select
+from sqlalchemy.orm import Session
+
+from scheduler_app import bulk
+from scheduler_app.bulk import insert_rows, update_rows
+from scheduler_app.models import JobRun, Reminder, ReminderStatus, RunOutcome
+
+NOW = datetime(2026, 11, 21, 9, 0, 0, 123456, tzinfo=UTC)
+RUNS = cast(Table, JobRun.__table__)
+REMINDERS = cast(Table, Reminder.__table__)
+STARTED = ("id", "job_id", "job", "scheduled_for", "started_at", "outcome", "manual")
+
+
+def started(count: int, prefix: str = "run") -> list[tuple[Any, ...]]:
+    return [
+        (f"{prefix}-{n}", f"job-{n}", "note", NOW + timedelta(seconds=n), None, "running", n % 2)
+        for n in range(count)
+    ]
+
+
+def statements(engine: Engine) -> list[tuple[str, bool]]:
+    """Every statement the engine sends from now on, with whether it was an executemany."""
+    seen: list[tuple[str, bool]] = []
+
+    def record(*args: Any) -> None:
+        seen.append((args[2], args[5]))
+
+    event.listen(engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_inserted_rows_read_back_with_their_types(engine: Engine) -> None:
+    sent = statements(engine)
+    with Session(engine) as session:
+        insert_rows(session, RUNS, STARTED, started(3))
+        session.commit()
+
+    assert [many for _, many in sent] == [False]  # one statement, not an executemany
+    with Session(engine) as session:
+        loaded = session.scalars(select(JobRun).order_by(JobRun.id)).all()
+    assert [(run.id, run.scheduled_for, run.started_at, run.manual) for run in loaded] == [
+        ("run-0", NOW, None, False),
+        ("run-1", NOW + timedelta(seconds=1), None, True),
+        ("run-2", NOW + timedelta(seconds=2), None, False),
+    ]
+    assert loaded[0].scheduled_for.tzinfo is not None
+
+
+def test_update_sets_each_row_its_values_and_leaves_the_others(engine: Engine) -> None:
+    with Session(engine) as session:
+        insert_rows(session, RUNS, STARTED, started(4))
+        session.commit()
+    sent = statements(engine)
+    later = NOW + timedelta(minutes=5)
+    with Session(engine) as session:
+        rows = [
+            ("run-1", RunOutcome.SUCCESS, later, None, "ok"),
+            ("run-3", RunOutcome.ERROR, later + timedelta(seconds=1), "boom", None),
+            ("no-such-run", RunOutcome.ERROR, later, "nothing", None),
+        ]
+        update_rows(session, RUNS, "id", ("outcome", "finished_at", "error", "result"), rows)
+        session.commit()
+
+    assert [many for _, many in sent] == [False]
+    with Session(engine) as session:
+        loaded = {run.id: run for run in session.scalars(select(JobRun))}
+    assert set(loaded) == {"run-0", "run-1", "run-2", "run-3"}
+    outcomes = {
+        run_id: (run.outcome, run.finished_at, run.error, run.result)
+        for run_id, run in loaded.items()
+    }
+    assert outcomes == {
+        "run-0": ("running", None, None, None),
+        "run-1": ("success", later, None, "ok"),
+        "run-2": ("running", None, None, None),
+        "run-3": ("error", later + timedelta(seconds=1), "boom", None),
+    }
+
+
+def test_constants_and_columns_of_nulls_keep_their_column_types(engine: Engine) -> None:
+    with Session(engine) as session:
+        session.add_all(
+            Reminder(
+                id=f"r{n}",
+                email="ada@example.com",
+                subject="s",
+                message="m",
+                remind_at=NOW,
+                status=ReminderStatus.SCHEDULED,
+                attempts=1,
+                created_at=NOW,
+                updated_at=NOW,
+                next_attempt_at=NOW,
+                last_error="earlier",
+            )
+            for n in range(2)
+        )
+        session.commit()
+    with Session(engine) as session:
+        update_rows(
+            session,
+            REMINDERS,
+            "id",
+            ("sent_at", "finished_at", "last_error"),
+            [("r0", None, NOW, None), ("r1", None, None, None)],
+            constants={"status": ReminderStatus.SENT, "next_attempt_at": None},
+        )
+        session.commit()
+
+    with Session(engine) as session:
+        loaded = session.scalars(select(Reminder).order_by(Reminder.id)).all()
+    assert [
+        (r.status, r.sent_at, r.finished_at, r.last_error, r.next_attempt_at) for r in loaded
+    ] == [("sent", None, NOW, None, None), ("sent", None, None, None, None)]
+
+
+def test_rows_beyond_one_statement_are_split(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bulk, "MAX_PARAMETERS", 7 * 40)
+    sent = statements(engine)
+    with Session(engine) as session:
+        insert_rows(session, RUNS, STARTED, started(100))
+        update_rows(
+            session, RUNS, "id", ("outcome",), [(f"run-{n}", "success") for n in range(0, 100, 2)]
+        )
+        session.commit()
+
+    assert len([text for text, _ in sent if text.startswith("INSERT")]) == 3  # 40 + 40 + 20
+    with Session(engine) as session:
+        outcomes = [run.outcome for run in session.scalars(select(JobRun).order_by(JobRun.manual))]
+    assert outcomes == ["success"] * 50 + ["running"] * 50
