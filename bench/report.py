@@ -34,6 +34,7 @@ ROWS: list[tuple[str, str, float, int]] = [
     ("fire_lag_p99_s", "fire lag p99 (s)", 1, 3),
     ("fire_lag_max_s", "fire lag max (s)", 1, 3),
     ("drain_s", "drain time from first due (s)", 1, 2),
+    ("drain_ratio_to_paired_limit", "drain / the limit's drain right after it (median)", 1, 2),
     ("drain_after_last_due_s", "last arrival after last due (s)", 1, 2),
     ("messages_per_s_while_draining", "messages/s while draining", 1, 0),
     ("api_healthz_p99_s", "API p99 GET /healthz during the run (ms)", 1000, 1),
@@ -145,6 +146,10 @@ def render(results: list[dict[str, Any]]) -> str:
                 rule = "fastest" if target == "limit" else "median"
                 drains = ", ".join("-" if d is None else f"{d:.2f}" for d in attempts)
                 extra.append(f"drain per attempt: {drains} s (the {rule} is shown)")
+            paired = figures.get("paired_limit_drain_s_per_attempt")
+            if paired:
+                drains = ", ".join("-" if d is None else f"{d:.2f}" for d in paired)
+                extra.append(f"the limit right after each attempt: {drains} s")
             if figures.get("drain_stopped_because"):
                 extra.append(f"drain wait stopped: {figures['drain_stopped_because']}")
             counts = figures.get("target_status_counts")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -287,7 +288,30 @@ def _attempts(
     chosen = dict(ranked[0] if fastest else ranked[len(ranked) // 2])
     chosen["attempts"] = times
     chosen["drain_s_per_attempt"] = [figures.get("drain_s") for figures in results]
+    paired = [figures.get("paired_limit_drain_s") for figures in results]
+    if any(paired):
+        chosen["paired_limit_drain_s_per_attempt"] = paired
+        ratios = [
+            drained / limit
+            for drained, limit in zip(chosen["drain_s_per_attempt"], paired, strict=True)
+            if drained and limit
+        ]
+        chosen["drain_ratio_to_paired_limit"] = statistics.median(ratios) if ratios else None
+        chosen.pop("paired_limit_drain_s", None)
     return chosen
+
+
+def _storm_attempt(run: Run, count: int, number: int) -> dict[str, Any]:
+    """One storm, then the limit's storm in the next seconds: the machine's speed drifts by tens
+    of percent over the minutes between separate runs, much less within one pair."""
+    figures = delivery(run, count, 0.0)
+    directory = run.directory / "paired-limit"
+    directory.mkdir(exist_ok=True)
+    limit = _limit_attempt(
+        Run(run.scenario, run.db, "limit", directory, run.notes), count, 0.0, None, number
+    )
+    figures["paired_limit_drain_s"] = limit.get("drain_s")
+    return figures
 
 
 def _limit_attempt(
@@ -344,8 +368,12 @@ def storm(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
     if run.target != "scheduler_app":
         return params, delivery(run, count, 0.0)
     params["attempts"] = STORM_ATTEMPTS
+    params["paired_limit"] = "the limit's storm run right after each attempt"
     return params, _attempts(
-        run, STORM_ATTEMPTS, lambda attempt, _: delivery(attempt, count, 0.0), fastest=False
+        run,
+        STORM_ATTEMPTS,
+        lambda attempt, number: _storm_attempt(attempt, count, number),
+        fastest=False,
     )
 
 
