@@ -1,9 +1,9 @@
 """Many rows in one SQL statement: a multi-row INSERT, and an UPDATE joined to a VALUES list.
 
-An executemany runs its statement once per row. On SQLite, Python's driver gives up the
-interpreter lock around every row and must win it back from the event loop each time, which in a
-burst cost the writer thread more than the writing did; on PostgreSQL every row is executed on
-its own. One statement per batch has one step. Its SQL text is built once per row count and kept.
+An executemany runs its statement once per row: on SQLite, Python's driver gives up the
+interpreter lock around every row and has to win it back from the event loop; on PostgreSQL
+every row is executed on its own. One statement per batch is one step. Its SQL text is built
+once per row count and kept.
 """
 
 from __future__ import annotations
