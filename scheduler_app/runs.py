@@ -44,10 +44,18 @@ def start_runs(session: Session, starts: list[RunStart]) -> list[str]:
     """Record many runs as started in one statement; their ids, in order."""
     ids = [str(uuid.uuid4()) for _ in starts]
     rows = [
-        (run_id, start.job_id, start.job, start.scheduled_for, start.started_at, start.manual)
+        (
+            run_id,
+            start.job_id,
+            start.job,
+            start.scheduled_for,
+            start.started_at,
+            start.manual,
+            RunOutcome.RUNNING,
+        )
         for run_id, start in zip(ids, starts, strict=True)
     ]
-    insert_rows(session, _RUNS, _STARTED, [(*row, RunOutcome.RUNNING) for row in rows])
+    insert_rows(session, _RUNS, _STARTED, rows)
     return ids
 
 
