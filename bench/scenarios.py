@@ -288,29 +288,31 @@ def _attempts(
     chosen = dict(ranked[0] if fastest else ranked[len(ranked) // 2])
     chosen["attempts"] = times
     chosen["drain_s_per_attempt"] = [figures.get("drain_s") for figures in results]
-    paired = [figures.get("paired_limit_drain_s") for figures in results]
-    if any(paired):
-        chosen["paired_limit_drain_s_per_attempt"] = paired
-        ratios = [
-            drained / limit
-            for drained, limit in zip(chosen["drain_s_per_attempt"], paired, strict=True)
-            if drained and limit
-        ]
-        chosen["drain_ratio_to_paired_limit"] = statistics.median(ratios) if ratios else None
-        chosen.pop("paired_limit_drain_s", None)
     return chosen
 
 
-def _storm_attempt(run: Run, count: int, number: int) -> dict[str, Any]:
-    """One storm, then the limit's storm in the next seconds: the machine's speed drifts by tens
-    of percent over the minutes between separate runs, much less within one pair."""
-    figures = delivery(run, count, 0.0)
-    directory = run.directory / "paired-limit"
-    directory.mkdir(exist_ok=True)
-    limit = _limit_attempt(
-        Run(run.scenario, run.db, "limit", directory, run.notes), count, 0.0, None, number
-    )
-    figures["paired_limit_drain_s"] = limit.get("drain_s")
+def _paired_storms(run: Run, count: int) -> dict[str, Any]:
+    """scheduler_app's storm attempts, each followed at once by a storm of the limit's: the
+    machine's speed drifts by tens of percent over the minutes between separate runs, much
+    less within one pair. The median attempt's figures, with every pair's drain times."""
+    paired: list[float | None] = []
+
+    def storm_then_limit(attempt: Run, number: int) -> dict[str, Any]:
+        figures = delivery(attempt, count, 0.0)
+        directory = attempt.directory / "paired-limit"
+        directory.mkdir(exist_ok=True)
+        limit_run = Run(attempt.scenario, attempt.db, "limit", directory, attempt.notes)
+        paired.append(_limit_attempt(limit_run, count, 0.0, None, number).get("drain_s"))
+        return figures
+
+    figures = _attempts(run, STORM_ATTEMPTS, storm_then_limit, fastest=False)
+    ratios = [
+        drained / limit
+        for drained, limit in zip(figures["drain_s_per_attempt"], paired, strict=True)
+        if drained and limit
+    ]
+    figures["paired_limit_drain_s_per_attempt"] = paired
+    figures["drain_ratio_to_paired_limit"] = statistics.median(ratios) if ratios else None
     return figures
 
 
@@ -369,12 +371,7 @@ def storm(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
         return params, delivery(run, count, 0.0)
     params["attempts"] = STORM_ATTEMPTS
     params["paired_limit"] = "the limit's storm run right after each attempt"
-    return params, _attempts(
-        run,
-        STORM_ATTEMPTS,
-        lambda attempt, number: _storm_attempt(attempt, count, number),
-        fastest=False,
-    )
+    return params, _paired_storms(run, count)
 
 
 def spread(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:

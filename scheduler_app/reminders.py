@@ -140,6 +140,11 @@ def subscribe_all(session: Session, requests: list[SubscribeRequest]) -> list[Su
     return subscriptions
 
 
+_REMINDERS = cast(Table, Reminder.__table__)
+_COLUMNS = tuple(_REMINDERS.columns.keys())
+_JOB_COLUMNS = ("id", "next_run_time", "job_state")
+
+
 def _insert(session: Session, new_reminders: list[Reminder]) -> None:
     if not new_reminders:
         return
@@ -148,11 +153,6 @@ def _insert(session: Session, new_reminders: list[Reminder]) -> None:
     # In the same transaction: a reminder is never stored without its job, nor the reverse.
     jobs = [reminder_job_row(reminder.id, reminder.remind_at) for reminder in new_reminders]
     insert_rows(session, JOBS, _JOB_COLUMNS, [tuple(job[c] for c in _JOB_COLUMNS) for job in jobs])
-
-
-_REMINDERS = cast(Table, Reminder.__table__)
-_COLUMNS = tuple(_REMINDERS.columns.keys())
-_JOB_COLUMNS = ("id", "next_run_time", "job_state")
 
 
 SUBSCRIBE = Grouped("subscribe", subscribe_all)
