@@ -5,7 +5,7 @@ its outcome. One transaction per step costs a commit each (a disk flush on Postg
 SQLite, a fight for the single write lock. Here one worker thread takes every step queued since
 its last commit, runs them in one transaction and commits once; each caller gets its own result
 or its own exception. A `Grouped` step goes further: the items that many callers queued for it
-are written by one statement (an executemany or an UPDATE ... WHERE id IN).
+are written by one statement.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ class Grouped(Generic[Item, T]):
 
     name: str
     run_all: Callable[[Session, list[Item]], list[T]]
+    # Within a batch, groups run in ascending phase, so that a step queued without waiting
+    # (see `queue_grouped`) can depend on an earlier one that landed in the same batch.
+    phase: int = 0
 
 
 @dataclass
@@ -79,21 +82,26 @@ class BatchWriter:
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """Run work(session) in the next batch; its result, or its exception."""
-        return await self._submit(work, None, None)
+        return await self._queue_step(work, None, None)
 
     async def run_grouped(self, step: Grouped[Item, T], item: Item) -> T:
         """Add item to the next batch's call of step; this item's result, or the exception."""
-        return await self._submit(None, step, item)
+        return await self._queue_step(None, step, item)
 
-    async def _submit(
+    def queue_grouped(self, step: Grouped[Item, T], item: Item) -> asyncio.Future[T]:
+        """Add item to the next batch's call of step without waiting for it: steps are written
+        in the order they were queued, so a later step may rely on this one."""
+        return self._queue_step(None, step, item)
+
+    def _queue_step(
         self, work: Callable[[Session], T] | None, group: Grouped[Any, T] | None, item: Any
-    ) -> T:
+    ) -> asyncio.Future[T]:
         if self._thread is None:
             raise RuntimeError("the database writer is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Step(work, loop, future, group, item))
-        return await future
+        return future
 
     def _work(self) -> None:
         while True:
@@ -140,7 +148,7 @@ class BatchWriter:
                 results[index] = self._in_own_session(session.connection(), step.work)
         # Grouped steps share the batch's session: they write with a few Core statements and
         # load little or nothing, so a session each would cost more than it keeps apart.
-        for group, indexes in groups.items():
+        for group, indexes in sorted(groups.items(), key=lambda entry: entry[0].phase):
             outcomes = group.run_all(session, [batch[index].item for index in indexes])
             session.flush()
             for index, outcome in zip(indexes, outcomes, strict=True):

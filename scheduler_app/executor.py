@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, NoReturn, TypeVar
 
 from apscheduler.events import (
@@ -240,8 +241,10 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
                 return JobExecutionEvent(EVENT_JOB_MISSED, job.id, store, run_time)
 
         start = runs.RunStart(job.id, name, scheduled_for=run_time, started_at=now)
-        run_id = await self._record_grouped(runs.START_RUNS, start)
-        outcome, retval, exc = await self._execute(run_id, job.id, name, args, job.kwargs)
+        # Neither the start nor the finish of a run record is waited for: in a burst each wait
+        # is a turn of the batch writer, and the writer keeps their order.
+        self._record_later(runs.START_RUNS, start)
+        outcome, retval, exc = await self._execute(start.run_id, job.id, name, args, job.kwargs)
         if exc is not None:
             return JobExecutionEvent(
                 EVENT_JOB_ERROR,
@@ -277,7 +280,7 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
             try:
                 if self._stopping:
                     end = RunEnd(run_id, self._context.clock(), RunOutcome.MISSED, NOT_STARTED)
-                    await self._record_grouped(runs.FINISH_RUNS, end)
+                    self._record_later(runs.FINISH_RUNS, end)
                     return
                 await self._execute(run_id, job_id, name, args, kwargs)
             finally:
@@ -288,7 +291,7 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
 
     async def _execute(
         self,
-        run_id: str | None,
+        run_id: str,
         job_id: str,
         name: str,
         args: Sequence[Any],
@@ -310,10 +313,9 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         except Exception as exc:
             logger.exception("job %s (%s) failed", job_id, name)
             outcome, error, failure = RunOutcome.ERROR, f"{type(exc).__name__}: {exc}", exc
-        if run_id is not None:
-            result = None if retval is None else str(retval)
-            end = RunEnd(run_id, self._context.clock(), outcome, error, result)
-            await self._record_grouped(runs.FINISH_RUNS, end)
+        result = None if retval is None else str(retval)
+        end = RunEnd(run_id, self._context.clock(), outcome, error, result)
+        self._record_later(runs.FINISH_RUNS, end)
         return outcome, retval, failure
 
     def _schedule_retry(
@@ -349,13 +351,20 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         except Exception:
             logger.exception("could not record the missed runs of %s", job.id)
 
-    async def _record_grouped(self, step: Grouped[Item, T], item: Item) -> T | None:
-        """Write a run record along with other jobs' records; a failure is logged only."""
+    def _record_later(self, step: Grouped[Item, T], item: Item) -> None:
+        """Queue a run record for the writer without waiting; a failure is logged only."""
         try:
-            return await self._context.writer.run_grouped(step, item)
+            written = self._context.writer.queue_grouped(step, item)
         except Exception:
             logger.exception("could not write the run record (%s) %s", step.name, item)
-            return None
+            return
+        written.add_done_callback(partial(_log_failure, step.name, item))
+
+
+def _log_failure(step: str, item: object, written: asyncio.Future[Any]) -> None:
+    if written.cancelled() or written.exception() is None:
+        return
+    logger.error("could not write the run record (%s) %s", step, item, exc_info=written.exception())
 
 
 def _coalesced_away(job: Job, run_times: list[datetime]) -> list[datetime]:

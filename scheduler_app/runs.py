@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
 
@@ -29,6 +29,8 @@ class RunStart:
     scheduled_for: datetime
     started_at: datetime
     manual: bool = False
+    # Chosen by the caller, so that it can finish the run without waiting for the start.
+    run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,9 @@ class RunEnd:
 
 def start_runs(session: Session, starts: list[RunStart]) -> list[str]:
     """Record many runs as started in one statement; their ids, in order."""
-    ids = [str(uuid.uuid4()) for _ in starts]
     rows = [
         (
-            run_id,
+            start.run_id,
             start.job_id,
             start.job,
             start.scheduled_for,
@@ -53,10 +54,10 @@ def start_runs(session: Session, starts: list[RunStart]) -> list[str]:
             start.manual,
             RunOutcome.RUNNING,
         )
-        for run_id, start in zip(ids, starts, strict=True)
+        for start in starts
     ]
     insert_rows(session, _RUNS, _STARTED, rows)
-    return ids
+    return [start.run_id for start in starts]
 
 
 def finish_runs(session: Session, ends: list[RunEnd]) -> list[None]:
@@ -73,7 +74,8 @@ _STARTED = ("id", "job_id", "job", "scheduled_for", "started_at", "manual", "out
 
 
 START_RUNS = Grouped("start runs", start_runs)
-FINISH_RUNS = Grouped("finish runs", finish_runs)
+# After the starts of the same batch: a short run may be started and finished in one batch.
+FINISH_RUNS = Grouped("finish runs", finish_runs, phase=1)
 
 
 def record_missed(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -13,12 +14,13 @@ from sqlalchemy.orm import Session
 from scheduler_app import reminders, runs
 from scheduler_app.batch_writer import BatchWriter, Grouped
 from scheduler_app.db import create_session_factory
-from scheduler_app.models import JobRun, Reminder
+from scheduler_app.models import JobRun, Reminder, RunOutcome
 from scheduler_app.scheduler import JOBS, JOBS_TABLE, QuarantiningJobStore
 from scheduler_app.schemas import ReminderCreate
 from scheduler_app.settings import ReminderSettings
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+SUCCESS = RunOutcome.SUCCESS
 
 
 @pytest.fixture
@@ -102,6 +104,34 @@ def test_grouped_steps_write_every_item_in_one_call(engine: Engine, writer: Batc
     assert [stored[run_id] for run_id in run_ids] == [start.job_id for start in starts]
     assert sum(calls) == 100
     assert len(calls) < 100
+
+
+def test_a_run_started_and_finished_in_one_batch_ends_finished(
+    engine: Engine, writer: BatchWriter
+) -> None:
+    # The finish of an earlier run comes first in the batch, so without phases the batch would
+    # update before it inserts, and the short run would stay 'running'.
+    earlier = runs.RunStart("job-earlier", "note", NOW, NOW)
+    short = runs.RunStart("job-short", "note", NOW, NOW)
+    release = threading.Event()
+
+    async def one_batch() -> None:
+        await writer.run_grouped(runs.START_RUNS, earlier)
+        blocked = writer.run(lambda _session: release.wait(5))
+        await asyncio.sleep(0.05)  # the writer is now inside the blocking batch
+        queued = [
+            writer.queue_grouped(runs.FINISH_RUNS, runs.RunEnd(earlier.run_id, NOW, SUCCESS)),
+            writer.queue_grouped(runs.START_RUNS, short),
+            writer.queue_grouped(runs.FINISH_RUNS, runs.RunEnd(short.run_id, NOW, SUCCESS)),
+        ]
+        release.set()
+        await asyncio.gather(blocked, *queued)
+
+    asyncio.run(one_batch())
+
+    with Session(engine) as session:
+        outcomes = {run.job_id: run.outcome for run in session.scalars(select(JobRun))}
+    assert outcomes == {"job-earlier": SUCCESS, "job-short": SUCCESS}
 
 
 def test_concurrent_requests_with_one_idempotency_key_create_one_reminder(
