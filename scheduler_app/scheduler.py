@@ -52,6 +52,10 @@ REMINDER_JOB_PREFIX = "reminder:"
 STORE_RETRY_S = 2.0
 # Job ids per DELETE when a pass removes the jobs it submitted (below SQLite's variable limit).
 REMOVE_CHUNK = 500
+# Due jobs that one pass over the job store reads. When thousands fall due together, the first
+# are running while the next are read, and the event loop is never held up for the whole burst.
+# A pass that leaves due jobs behind is followed by another at once.
+DUE_PER_PASS = 500
 # GET /jobs pages by (next_run_time, id); APScheduler indexes next_run_time alone.
 LISTING_INDEX = "ix_apscheduler_jobs_next_run_time_id"
 JOBS = table(JOBS_TABLE, column("id"), column("next_run_time"), column("job_state"))
@@ -178,7 +182,7 @@ class QuarantiningJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         self._remove_submitted()
         self._due_run_times = {}
         due = self.jobs_t.c.next_run_time <= datetime_to_utc_timestamp(now)
-        jobs = self._get_jobs(due, remember=self._due_run_times)
+        jobs = self._get_jobs(due, remember=self._due_run_times, limit=DUE_PER_PASS)
         self._pass_thread = threading.get_ident()
         return jobs
 
@@ -209,9 +213,14 @@ class QuarantiningJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
                 connection.execute(delete(self.jobs_t).where(key.in_(chunk)))
         self._submitted = []
 
-    def _get_jobs(self, *conditions: Any, remember: dict[str, float] | None = None) -> list[Job]:
+    def _get_jobs(
+        self,
+        *conditions: Any,
+        remember: dict[str, float] | None = None,
+        limit: int | None = None,
+    ) -> list[Job]:
         jobs: list[Job] = []
-        query = select(self.jobs_t).order_by(self.jobs_t.c.next_run_time)
+        query = select(self.jobs_t).order_by(self.jobs_t.c.next_run_time).limit(limit)
         if conditions:
             query = query.where(and_(*conditions))
         with self.engine.begin() as connection:
