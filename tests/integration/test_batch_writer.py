@@ -18,6 +18,7 @@ from scheduler_app.models import JobRun, Reminder, RunOutcome
 from scheduler_app.scheduler import JOBS, JOBS_TABLE, QuarantiningJobStore
 from scheduler_app.schemas import ReminderCreate
 from scheduler_app.settings import ReminderSettings
+from tests.support import postgres_refusing_connections
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 SUCCESS = RunOutcome.SUCCESS
@@ -75,6 +76,23 @@ def test_a_failing_step_fails_alone(engine: Engine, writer: BatchWriter) -> None
     assert len(failures) == 1
     assert "dup" in str(failures[0]) or "UNIQUE" in str(failures[0]).upper()
     assert stored_runs(engine) == 20
+
+
+def test_the_writer_goes_on_after_its_connections_were_cut_during_a_pause(
+    database_url: str, engine: Engine, writer: BatchWriter
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("only a PostgreSQL connection can be cut from outside")
+
+    async def one(label: str) -> str:
+        return await writer.run(start_run(label))
+
+    asyncio.run(one("before"))
+    with postgres_refusing_connections(database_url):
+        pass  # every connection to the database is cut; new ones are accepted after
+    asyncio.run(one("after"))
+
+    assert stored_runs(engine) == 2
 
 
 def test_a_stopped_writer_refuses_new_steps(engine: Engine) -> None:
