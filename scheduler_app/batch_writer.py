@@ -67,11 +67,6 @@ class BatchWriter:
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        # Held from one batch to the next while steps keep coming: taking a connection from
-        # the pool per batch costs a ping, a round trip to PostgreSQL. Once the queue is empty
-        # it goes back, and the next batch takes one that the pool has checked (a server
-        # restart or an idle timeout may have cut it meanwhile).
-        self._connection: Connection | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._work, name="db-batch-writer", daemon=True)
@@ -109,12 +104,6 @@ class BatchWriter:
         return future
 
     def _work(self) -> None:
-        try:
-            self._take_batches()
-        finally:
-            self._release_connection()
-
-    def _take_batches(self) -> None:
         while True:
             first = self._queue.get()
             if first is _STOP:
@@ -131,14 +120,12 @@ class BatchWriter:
                     break
                 batch.append(step)
             self._commit(batch)
-            if self._queue.empty():
-                self._release_connection()
             if stopping:
                 return
 
     def _commit(self, batch: list[_Step[Any]]) -> None:
         try:
-            with self._sessions(bind=self._writer_connection()) as session:
+            with self._sessions() as session:
                 results = self._run_batch(batch, session)
                 session.commit()
         except Exception as exc:
@@ -149,16 +136,6 @@ class BatchWriter:
                 self._commit([step])
             return
         _settle(batch, results, None)
-
-    def _writer_connection(self) -> Connection:
-        if self._connection is None:
-            self._connection = self._sessions.kw["bind"].connect()
-        return self._connection
-
-    def _release_connection(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
 
     def _run_batch(self, batch: list[_Step[Any]], session: Session) -> list[Any]:
         results: list[Any] = [None] * len(batch)
