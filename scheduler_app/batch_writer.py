@@ -96,10 +96,11 @@ class BatchWriter:
     def _queue_step(
         self, work: Callable[[Session], T] | None, group: Grouped[Any, T] | None, item: Any
     ) -> asyncio.Future[T]:
-        if self._thread is None:
-            raise RuntimeError("the database writer is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        if self._thread is None:
+            future.set_exception(RuntimeError("the database writer is not running"))
+            return future
         self._queue.put(_Step(work, loop, future, group, item))
         return future
 

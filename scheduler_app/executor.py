@@ -353,11 +353,7 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
 
     def _record_later(self, step: Grouped[Item, T], item: Item) -> None:
         """Queue a run record for the writer without waiting; a failure is logged only."""
-        try:
-            written = self._context.writer.queue_grouped(step, item)
-        except Exception:
-            logger.exception("could not write the run record (%s) %s", step.name, item)
-            return
+        written = self._context.writer.queue_grouped(step, item)
         written.add_done_callback(partial(_log_failure, step.name, item))
 
 
