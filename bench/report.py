@@ -144,12 +144,10 @@ def render(results: list[dict[str, Any]]) -> str:
             attempts = figures.get("drain_s_per_attempt")
             if attempts:
                 rule = "fastest" if target == "limit" else "median"
-                drains = ", ".join("-" if d is None else f"{d:.2f}" for d in attempts)
-                extra.append(f"drain per attempt: {drains} s (the {rule} is shown)")
+                extra.append(f"drain per attempt: {_seconds(attempts)} s (the {rule} is shown)")
             paired = figures.get("paired_limit_drain_s_per_attempt")
             if paired:
-                drains = ", ".join("-" if d is None else f"{d:.2f}" for d in paired)
-                extra.append(f"the limit right after each attempt: {drains} s")
+                extra.append(f"the limit right after each attempt: {_seconds(paired)} s")
             if figures.get("drain_stopped_because"):
                 extra.append(f"drain wait stopped: {figures['drain_stopped_because']}")
             counts = figures.get("target_status_counts")
@@ -175,3 +173,7 @@ def _commit(result: dict[str, Any]) -> str:
     if isinstance(code, dict):
         return str(code.get("commit", "?"))
     return str(code or "?")
+
+
+def _seconds(values: list[float | None]) -> str:
+    return ", ".join("-" if value is None else f"{value:.2f}" for value in values)

@@ -86,7 +86,7 @@ class BatchWriter:
 
     async def run_grouped(self, step: Grouped[Item, T], item: Item) -> T:
         """Add item to the next batch's call of step; this item's result, or the exception."""
-        return await self._queue_step(None, step, item)
+        return await self.queue_grouped(step, item)
 
     def queue_grouped(self, step: Grouped[Item, T], item: Item) -> asyncio.Future[T]:
         """Add item to the next batch's call of step without waiting for it: steps are written

@@ -131,12 +131,16 @@ def test_a_run_started_and_finished_in_one_batch_ends_finished(
     # update before it inserts, and the short run would stay 'running'.
     earlier = runs.RunStart("job-earlier", "note", NOW, NOW)
     short = runs.RunStart("job-short", "note", NOW, NOW)
-    release = threading.Event()
+    inside, release = threading.Event(), threading.Event()
+
+    def block(_session: Session) -> None:
+        inside.set()
+        release.wait(5)
 
     async def one_batch() -> None:
         await writer.run_grouped(runs.START_RUNS, earlier)
-        blocked = writer.run(lambda _session: release.wait(5))
-        await asyncio.sleep(0.05)  # the writer is now inside the blocking batch
+        blocked = asyncio.ensure_future(writer.run(block))
+        assert await asyncio.to_thread(inside.wait, 5)  # the writer is inside that batch
         queued = [
             writer.queue_grouped(runs.FINISH_RUNS, runs.RunEnd(earlier.run_id, NOW, SUCCESS)),
             writer.queue_grouped(runs.START_RUNS, short),
