@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -96,7 +97,15 @@ def test_every_operator_route_needs_the_admin_token(api: httpx.Client) -> None:
 
 
 def test_the_listing_orders_by_next_run_and_describes_each_job(api: httpx.Client) -> None:
-    reminder = subscribe(api, delay_s=60, subject="Tea")
+    # Due before the daily report's next run at any time of day (at 07:00 UTC it is due in
+    # seconds, so a fixed delay would put the reminder after it).
+    now = datetime.now(UTC)
+    berlin = now.astimezone(ZoneInfo("Europe/Berlin"))
+    report_at = berlin.replace(hour=8, minute=0, second=0, microsecond=0)
+    if report_at <= berlin:
+        report_at += timedelta(days=1)
+    delay_s = min(60.0, (report_at - now).total_seconds() / 2)
+    reminder = subscribe(api, delay_s=delay_s, subject="Tea")
     api.post("/jobs/token-cleanup/pause", headers=ADMIN)
 
     page = api.get("/jobs", headers=ADMIN).json()
@@ -123,10 +132,8 @@ def test_the_listing_orders_by_next_run_and_describes_each_job(api: httpx.Client
         "source": "config",
         "last_run": None,
     }
-    berlin = datetime.fromisoformat(report["next_run_time"]).astimezone(
-        __import__("zoneinfo").ZoneInfo("Europe/Berlin")
-    )
-    assert berlin.strftime("%H:%M") == "08:00"
+    next_report = datetime.fromisoformat(report["next_run_time"])
+    assert next_report.astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M") == "08:00"
     assert cleanup["paused"] is True
     assert cleanup["next_run_time"] is None
 
