@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.base import BaseScheduler
-from sqlalchemy import Float, Row, Select, String, and_, column, func, or_, select, table
+from sqlalchemy import Row, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from scheduler_app import reminders
@@ -22,14 +22,12 @@ from scheduler_app.cron import describe_crontab
 from scheduler_app.errors import Conflict, NotFound
 from scheduler_app.models import CronJob, JobRun, Reminder, ReminderStatus
 from scheduler_app.pagination import decode_cursor, encode_cursor, parse_cursor_time
-from scheduler_app.scheduler import JOBS_TABLE, REMINDER_JOB_PREFIX
+from scheduler_app.scheduler import JOBS, REMINDER_JOB_PREFIX
 from scheduler_app.schemas import JobDetail, JobPublic, JobsPage, LastRun, RunPublic, RunsPage
 
 JobKind = Literal["cron", "reminder"]
 RECENT_RUNS = 10
 _SCHEDULED, _PAUSED = 0, 1
-
-_jobs = table(JOBS_TABLE, column("id", String), column("next_run_time", Float))
 
 
 def _is_reminder(job_id: str) -> bool:
@@ -37,10 +35,10 @@ def _is_reminder(job_id: str) -> bool:
 
 
 def _listing() -> Select[Any]:
-    reminder_id = func.substr(_jobs.c.id, len(REMINDER_JOB_PREFIX) + 1)
+    reminder_id = func.substr(JOBS.c.id, len(REMINDER_JOB_PREFIX) + 1)
     return select(
-        _jobs.c.id,
-        _jobs.c.next_run_time,
+        JOBS.c.id,
+        JOBS.c.next_run_time,
         CronJob.job,
         CronJob.cron,
         CronJob.timezone,
@@ -50,7 +48,7 @@ def _listing() -> Select[Any]:
         Reminder.subject,
         Reminder.remind_at,
     ).select_from(
-        _jobs.outerjoin(CronJob, CronJob.id == _jobs.c.id).outerjoin(
+        JOBS.outerjoin(CronJob, CronJob.id == JOBS.c.id).outerjoin(
             Reminder, Reminder.id == reminder_id
         )
     )
@@ -62,15 +60,15 @@ def list_jobs(
     """One page of jobs by next run time, paused ones last."""
     query = _listing()
     if kind == "reminder":
-        query = query.where(_jobs.c.id.startswith(REMINDER_JOB_PREFIX))
+        query = query.where(JOBS.c.id.startswith(REMINDER_JOB_PREFIX))
     elif kind == "cron":
         # The config declares few cron jobs: look them up by key instead of scanning every
         # reminder job for the ones that are not.
-        query = query.where(_jobs.c.id.in_(session.scalars(select(CronJob.id)).all()))
+        query = query.where(JOBS.c.id.in_(session.scalars(select(CronJob.id)).all()))
     if q:
         query = query.where(
             or_(
-                _jobs.c.id.icontains(q, autoescape=True),
+                JOBS.c.id.icontains(q, autoescape=True),
                 CronJob.description.icontains(q, autoescape=True),
                 Reminder.email.icontains(q, autoescape=True),
                 Reminder.subject.icontains(q, autoescape=True),
@@ -81,24 +79,24 @@ def list_jobs(
     # (next_run_time, id), then paused ones (no next run) by id.
     rows: list[Row[Any]] = []
     if phase == _SCHEDULED:
-        scheduled = query.where(_jobs.c.next_run_time.is_not(None))
+        scheduled = query.where(JOBS.c.next_run_time.is_not(None))
         if after_id is not None:
             scheduled = scheduled.where(
                 # The first condition is implied by the second; it lets the index seek.
-                _jobs.c.next_run_time >= after_time,
+                JOBS.c.next_run_time >= after_time,
                 or_(
-                    _jobs.c.next_run_time > after_time,
-                    and_(_jobs.c.next_run_time == after_time, _jobs.c.id > after_id),
+                    JOBS.c.next_run_time > after_time,
+                    and_(JOBS.c.next_run_time == after_time, JOBS.c.id > after_id),
                 ),
             )
         rows += session.execute(
-            scheduled.order_by(_jobs.c.next_run_time, _jobs.c.id).limit(limit + 1)
+            scheduled.order_by(JOBS.c.next_run_time, JOBS.c.id).limit(limit + 1)
         ).all()
     if len(rows) <= limit:
-        paused = query.where(_jobs.c.next_run_time.is_(None))
+        paused = query.where(JOBS.c.next_run_time.is_(None))
         if phase == _PAUSED:
-            paused = paused.where(_jobs.c.id > after_id)
-        rows += session.execute(paused.order_by(_jobs.c.id).limit(limit + 1 - len(rows))).all()
+            paused = paused.where(JOBS.c.id > after_id)
+        rows += session.execute(paused.order_by(JOBS.c.id).limit(limit + 1 - len(rows))).all()
 
     page, more = rows[:limit], len(rows) > limit
     last_runs = _last_runs(session, [row.id for row in page])
@@ -114,7 +112,7 @@ def list_jobs(
 
 def get_job(session: Session, job_id: str) -> JobDetail:
     """The job with its most recent runs."""
-    row = session.execute(_listing().where(_jobs.c.id == job_id)).one_or_none()
+    row = session.execute(_listing().where(JOBS.c.id == job_id)).one_or_none()
     if row is None:
         raise NotFound(f"no scheduled job with id '{job_id}'")
     recent = list_runs(session, job_id=job_id, outcome=None, limit=RECENT_RUNS, cursor=None)
@@ -156,7 +154,7 @@ def list_runs(
 def require_runs_or_job(session: Session, job_id: str) -> None:
     """404 unless the job is scheduled, has a run history, or is the job of a known reminder
     (which is between its job's removal and its first run record while a delivery starts)."""
-    has_job = session.scalar(select(_jobs.c.id).where(_jobs.c.id == job_id)) is not None
+    has_job = session.scalar(select(JOBS.c.id).where(JOBS.c.id == job_id)) is not None
     has_runs = session.scalar(select(JobRun.id).where(JobRun.job_id == job_id).limit(1))
     is_reminder = _is_reminder(job_id) and (
         session.get(Reminder, job_id.removeprefix(REMINDER_JOB_PREFIX)) is not None

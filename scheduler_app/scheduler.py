@@ -28,8 +28,11 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.util import datetime_to_utc_timestamp
 from sqlalchemy import (
     Engine,
+    Float,
     Index,
+    LargeBinary,
     Table,
+    Unicode,
     and_,
     column,
     delete,
@@ -58,7 +61,13 @@ REMOVE_CHUNK = 500
 DUE_PER_PASS = 500
 # GET /jobs pages by (next_run_time, id); APScheduler indexes next_run_time alone.
 LISTING_INDEX = "ix_apscheduler_jobs_next_run_time_id"
-JOBS = table(JOBS_TABLE, column("id"), column("next_run_time"), column("job_state"))
+# Typed as APScheduler's SQLAlchemyJobStore declares them.
+JOBS = table(
+    JOBS_TABLE,
+    column("id", Unicode(191)),
+    column("next_run_time", Float(25)),
+    column("job_state", LargeBinary),
+)
 _ZONE_ONLY = SimpleNamespace(timezone=UTC)
 # APScheduler's own default grace is 1 s, which silently drops any job that starts late;
 # reminders enforce their own late-delivery window when they run.
