@@ -163,7 +163,10 @@ def enqueue_run(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
         finally:
             noop.stop()
         return params, figures
-    with sink(run.directory) as (sink_port, _), database(run.db, run.directory, run.target) as url:
+    with (
+        sink(run.directory) as (sink_port, _, _),
+        database(run.db, run.directory, run.target) as url,
+    ):
         server = TARGETS[run.target](run.directory, url, sink_port)
         try:
             figures["startup_s"] = server.start()

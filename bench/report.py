@@ -35,6 +35,14 @@ ROWS: list[tuple[str, str, float, int]] = [
     ("fire_lag_max_s", "fire lag max (s)", 1, 3),
     ("drain_s", "drain time from first due (s)", 1, 2),
     ("drain_ratio_to_paired_limit", "drain / the limit's drain right after it (median)", 1, 2),
+    ("cpu_bound_drain_s", "CPU-bound drain: the actors' CPU seconds / cores (s)", 1, 2),
+    (
+        "cpu_bound_ratio_to_paired_limit",
+        "CPU-bound drain / the limit's drain right after it (median)",
+        1,
+        2,
+    ),
+    ("machine_busy_cores", "cores busy while draining, all processes", 1, 2),
     ("drain_after_last_due_s", "last arrival after last due (s)", 1, 2),
     ("messages_per_s_while_draining", "messages/s while draining", 1, 0),
     ("api_healthz_p99_s", "API p99 GET /healthz during the run (ms)", 1000, 1),
@@ -148,6 +156,13 @@ def render(results: list[dict[str, Any]]) -> str:
             paired = figures.get("paired_limit_drain_s_per_attempt")
             if paired:
                 extra.append(f"the limit right after each attempt: {_seconds(paired)} s")
+            if figures.get("cpu_s_by_actor"):
+                extra.append(f"CPU seconds while draining: {_by_actor(figures['cpu_s_by_actor'])}")
+            if figures.get("paired_limit_cpu_s_by_actor"):
+                extra.append(
+                    "the limit's right after it: "
+                    f"{_by_actor(figures['paired_limit_cpu_s_by_actor'])}"
+                )
             if figures.get("drain_stopped_because"):
                 extra.append(f"drain wait stopped: {figures['drain_stopped_because']}")
             counts = figures.get("target_status_counts")
@@ -177,3 +192,7 @@ def _commit(result: dict[str, Any]) -> str:
 
 def _seconds(values: list[float | None]) -> str:
     return ", ".join("-" if value is None else f"{value:.2f}" for value in values)
+
+
+def _by_actor(seconds: dict[str, float]) -> str:
+    return ", ".join(f"{actor} {value:.2f}" for actor, value in seconds.items())

@@ -244,7 +244,10 @@ def scale_run(run: Run, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
         "idle_window_s": IDLE_WINDOW_S,
     }
     figures: dict[str, Any] = {}
-    with sink(run.directory) as (sink_port, _), database(run.db, run.directory, run.target) as url:
+    with (
+        sink(run.directory) as (sink_port, _, _),
+        database(run.db, run.directory, run.target) as url,
+    ):
         server = TARGETS[run.target](run.directory, url, sink_port)
         began = time.perf_counter()
         log(f"{run.target}: seeding {size:,} pending reminders")

@@ -24,6 +24,7 @@ from bench.common import (
     quick,
     read_jsonl,
 )
+from bench.cpu import CpuMeter, cores
 from bench.measure import SinkLog, accepted_reminders, api_figures, delivery_figures
 from bench.targets import TARGETS, Server
 
@@ -65,7 +66,8 @@ def run_directory(scenario: str, db: str, target: str) -> Iterator[Run]:
 
 
 @contextlib.contextmanager
-def sink(directory: Path) -> Iterator[tuple[int, SinkLog]]:
+def sink(directory: Path) -> Iterator[tuple[int, SinkLog, int]]:
+    """The SMTP sink: its port, its record file and its process id."""
     port = free_port()
     out = directory / "sink.jsonl"
     ready = directory / "sink.ready"
@@ -80,7 +82,7 @@ def sink(directory: Path) -> Iterator[tuple[int, SinkLog]]:
             if not child.alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the SMTP sink did not start:\n{child.tail()}")
             time.sleep(0.02)
-        yield port, SinkLog(out)
+        yield port, SinkLog(out), child.pid
     finally:
         child.stop()
 
@@ -191,7 +193,7 @@ def delivery(
         return _delivery_limit(run, count, spread, crash_downtime)
     figures: dict[str, Any] = {}
     with (
-        sink(run.directory) as (sink_port, sink_log),
+        sink(run.directory) as (sink_port, sink_log, sink_pid),
         database(run.db, run.directory, run.target) as url,
     ):
         server = TARGETS[run.target](run.directory, url, sink_port)
@@ -228,6 +230,11 @@ def delivery(
             rates = steady or {"health": 10.0, "jobs": 5.0}
             probe = _probe(server, run, rates)
             log(f"{run.target}: {len(accepted)} accepted, waiting for delivery")
+            meter = CpuMeter(
+                {"service": [server.pid], "sink": [sink_pid]}, database=run.db == "postgres"
+            )
+            sleep_until(due_start)
+            meter.start()
             stop_reason, settled = drain(
                 sink_log,
                 accepted,
@@ -236,6 +243,7 @@ def delivery(
                 pending=lambda: server.pending(due_before=last_due + 1),
                 not_before=max(last_due, restart_at or 0) + 2,
             )
+            figures.update(_cpu_figures(meter.stop()))
             probe.stop()
             figures["drain_stopped_because"] = stop_reason
             figures.update(delivery_figures(accepted, sink_log, due_start))
@@ -296,24 +304,40 @@ def _paired_storms(run: Run, count: int) -> dict[str, Any]:
     machine's speed drifts by tens of percent over the minutes between separate runs, much
     less within one pair. The median attempt's figures, with every pair's drain times."""
     paired: list[float | None] = []
+    bounds: list[float | None] = []
+    paired_cpu: list[dict[str, float] | None] = []
 
     def storm_then_limit(attempt: Run, number: int) -> dict[str, Any]:
         figures = delivery(attempt, count, 0.0)
+        bounds.append(figures.get("cpu_bound_drain_s"))
         directory = attempt.directory / "paired-limit"
         directory.mkdir(exist_ok=True)
         limit_run = Run(attempt.scenario, attempt.db, "limit", directory, attempt.notes)
-        paired.append(_limit_attempt(limit_run, count, 0.0, None, number).get("drain_s"))
+        limit = _limit_attempt(limit_run, count, 0.0, None, number)
+        paired.append(limit.get("drain_s"))
+        paired_cpu.append(limit.get("cpu_s_by_actor"))
         return figures
 
     figures = _attempts(run, STORM_ATTEMPTS, storm_then_limit, fastest=False)
-    ratios = [
-        drained / limit
-        for drained, limit in zip(figures["drain_s_per_attempt"], paired, strict=True)
-        if drained and limit
-    ]
     figures["paired_limit_drain_s_per_attempt"] = paired
-    figures["drain_ratio_to_paired_limit"] = statistics.median(ratios) if ratios else None
+    figures["drain_ratio_to_paired_limit"] = _median_ratio(figures["drain_s_per_attempt"], paired)
+    # The shortest drain the cores allow for the CPU the attempt's actors used, beside the limit.
+    figures["cpu_bound_drain_s_per_attempt"] = bounds
+    figures["cpu_bound_ratio_to_paired_limit"] = _median_ratio(bounds, paired)
+    chosen = figures["drain_s_per_attempt"].index(figures["drain_s"])
+    figures["paired_limit_cpu_s_by_actor"] = paired_cpu[chosen]
     return figures
+
+
+def _median_ratio(values: list[float | None], limits: list[float | None]) -> float | None:
+    ratios = [value / limit for value, limit in zip(values, limits, strict=True) if value and limit]
+    return statistics.median(ratios) if ratios else None
+
+
+def _cpu_figures(cpu: dict[str, Any]) -> dict[str, Any]:
+    """The meter's figures, and the CPU-bound drain: every actor's CPU seconds over the cores."""
+    total = sum(cpu["cpu_s_by_actor"].values())
+    return {**cpu, "cores": cores(), "cpu_bound_drain_s": total / cores()}
 
 
 def _limit_attempt(
@@ -321,7 +345,7 @@ def _limit_attempt(
 ) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     directory = run.directory
-    with sink(directory) as (sink_port, sink_log):
+    with sink(directory) as (sink_port, sink_log, sink_pid):
         due_start = time.time() + 5.0  # the sender composes every message first
         not_before = due_start + crash_downtime if crash_downtime is not None else 0.0
         sent_log = directory / "posts.jsonl"
@@ -346,12 +370,20 @@ def _limit_attempt(
             ],
             directory / "limit.log",
         )
+        # The sender's own CPU comes from its report: it has exited when the drain ends.
+        meter = CpuMeter({"sink": [sink_pid]}, database=False)
+        sleep_until(max(due_start, not_before))
+        meter.start()
         if sender.wait(spread + DRAIN_DEADLINE_S + (crash_downtime or 0) + 10) is None:
             sender.kill()
             run.notes.append(f"attempt {number}: the raw sender did not finish in time")
         accepted = {row["id"]: row["due"] for row in read_jsonl(sent_log)}
         figures["accepted"] = len(accepted)
         drain(sink_log, accepted, time.time() + 10, None, 0)
+        cpu = meter.stop()
+        with contextlib.suppress(ValueError, KeyError):
+            cpu["cpu_s_by_actor"]["limit"] = json.loads(sender.tail(1))["cpu_s_sending"]
+        figures.update(_cpu_figures(cpu))
         figures.update(delivery_figures(accepted, sink_log, due_start))
     drained = figures["drain_s"]
     log(
