@@ -77,7 +77,11 @@ def _parameters(
 def _converters(
     dialect: Dialect, table: TableClause, columns: tuple[str, ...]
 ) -> tuple[Callable[[Any], Any] | None, ...]:
-    return tuple(table.c[column].type.bind_processor(dialect) for column in columns)
+    # The dialect's own implementation: a type decorator's generic one leaves a datetime to the
+    # driver, and SQLite's driver would store it in another format than the ORM does.
+    return tuple(
+        table.c[column].type.dialect_impl(dialect).bind_processor(dialect) for column in columns
+    )
 
 
 @lru_cache(maxsize=1024)

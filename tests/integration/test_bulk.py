@@ -138,3 +138,33 @@ def test_rows_beyond_one_statement_are_split(
     with Session(engine) as session:
         outcomes = [run.outcome for run in session.scalars(select(JobRun).order_by(JobRun.manual))]
     assert outcomes == ["success"] * 50 + ["running"] * 50
+
+
+def test_timestamps_are_stored_as_the_orm_stores_them(engine: Engine) -> None:
+    # A whole second too: a driver's own format may leave out a zero fraction.
+    instants = [NOW, NOW.replace(microsecond=0)]
+    with Session(engine) as session:
+        for n, instant in enumerate(instants):
+            session.add(
+                JobRun(
+                    id=f"orm-{n}",
+                    job_id="job",
+                    job="note",
+                    scheduled_for=instant,
+                    outcome="running",
+                    manual=False,
+                )
+            )
+        rows = [
+            (f"bulk-{n}", "job", "note", t, None, "running", False) for n, t in enumerate(instants)
+        ]
+        insert_rows(session, RUNS, STARTED, rows)
+        session.commit()
+
+    with Session(engine) as session:
+        for n, instant in enumerate(instants):
+            # Compared in SQL: on SQLite a timestamp is text, equal only in the same format.
+            found = session.scalars(
+                select(JobRun.id).where(JobRun.scheduled_for == instant).order_by(JobRun.id)
+            ).all()
+            assert found == [f"bulk-{n}", f"orm-{n}"]
