@@ -95,7 +95,7 @@ class Runtime:
         runtime.scheduler.start(paused=True)
         await runtime.apply_job_specs(specs)
         if settings.scheduler.enabled:
-            await asyncio.to_thread(runtime._in_session, runs.close_interrupted_runs, clock())
+            await asyncio.to_thread(runtime.in_session, runs.close_interrupted_runs, clock())
             await runtime.recover()
             runtime.scheduler.resume()
             runtime._sweeper = asyncio.create_task(runtime._sweep(), name="reminder-recovery")
@@ -175,13 +175,14 @@ class Runtime:
                     self.settings.scheduler.recovery_interval_s,
                 )
 
-    def _in_session(self, work: Callable[..., T], *args: Any) -> T:
+    def in_session(self, work: Callable[..., T], *args: Any) -> T:
+        """work(session, *args) in a session of its own (blocking: call it in a worker thread)."""
         with self.sessions() as session:
             return work(session, *args)
 
     async def apply_job_specs(self, specs: Sequence[CronJobSpec]) -> ReconcilePlan:
         plan = await asyncio.to_thread(
-            self._in_session, reconcile, self.scheduler, specs, self.clock()
+            self.in_session, reconcile, self.scheduler, specs, self.clock()
         )
         changes = {key: ids for key, ids in plan.summary().items() if ids and key != "unchanged"}
         if changes:

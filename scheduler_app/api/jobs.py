@@ -6,6 +6,7 @@ import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response, status
+from sqlalchemy.orm import Session
 
 from scheduler_app import job_admin
 from scheduler_app.api.deps import AdminDep, RuntimeDep, SessionDep
@@ -37,15 +38,15 @@ async def list_jobs(
 ) -> Response:
     """List scheduled jobs by next run time, paused jobs last."""
 
-    def read() -> str:
-        with runtime.sessions() as session:
-            page = job_admin.list_jobs(session, kind=kind, q=q, limit=limit, cursor=cursor)
+    def page_json(session: Session) -> str:
+        page = job_admin.list_jobs(session, kind=kind, q=q, limit=limit, cursor=cursor)
         return page.model_dump_json()
 
     # One hop to a worker thread for the query and the JSON. A plain route with a session takes
     # four (opening the session, the query, FastAPI's validation of the answer, closing the
     # session), and while deliveries keep the interpreter busy each hop waits its turn for it.
-    return Response(await asyncio.to_thread(read), media_type="application/json")
+    body = await asyncio.to_thread(runtime.in_session, page_json)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail, responses={**_AUTH, **_UNKNOWN})
@@ -106,12 +107,7 @@ def resume_job(job_id: JobId, runtime: RuntimeDep, session: SessionDep) -> JobDe
 async def run_job(job_id: JobId, runtime: RuntimeDep) -> RunAccepted:
     """Run a job once now, outside its schedule; its next run time does not change."""
 
-    def lookup() -> tuple[str, list[object], dict[str, object]]:
-        with runtime.sessions() as session:
-            name, args, kwargs = job_admin.runnable(session, job_id)
-            return name, list(args), kwargs
-
-    name, args, kwargs = await asyncio.to_thread(lookup)
+    name, args, kwargs = await asyncio.to_thread(runtime.in_session, job_admin.runnable, job_id)
     run_id = await runtime.executor.run_now(job_id, name, args, kwargs)
     return RunAccepted(job_id=job_id, run_id=run_id)
 
