@@ -9,12 +9,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import cast
 
-from sqlalchemy import Table, bindparam, or_, update
+from sqlalchemy import String, Table, Update, bindparam, column, or_, text, update
 from sqlalchemy.orm import Session
 
-from scheduler_app.batch_writer import Grouped
+from scheduler_app.batch_writer import MAX_BATCH, Grouped
 from scheduler_app.bulk import update_rows
 from scheduler_app.models import Reminder, ReminderStatus
 from scheduler_app.reminders import MAX_ERROR_LENGTH, finish
@@ -95,13 +96,11 @@ def start_deliveries(
     """start_delivery for many reminders: those still scheduled and within the late-delivery
     window get their attempt counted by one UPDATE; the others go one by one."""
     now = max(start.now for start in starts)
+    reminder_ids = list(dict.fromkeys(start.reminder_id for start in starts))
+    listed = {f"id_{position}": reminder_id for position, reminder_id in enumerate(reminder_ids)}
     counted = session.execute(
-        _COUNT_ATTEMPTS_IN_WINDOW,
-        {
-            "reminder_ids": [start.reminder_id for start in starts],
-            "now": now,
-            "cutoff": now - starts[0].late_window,
-        },
+        _count_attempts_in_window(len(reminder_ids)),
+        {"now": now, "cutoff": now - starts[0].late_window, **listed},
     ).all()
     by_id = {row.id: Attempt(*row) for row in counted}
     return [
@@ -112,13 +111,13 @@ def start_deliveries(
     ]
 
 
-# Count one more attempt of a reminder that is still scheduled; returns an Attempt's fields.
+# Count one more attempt of the reminders that the caller selects (those still scheduled);
+# returns an Attempt's fields.
 # Core rather than the ORM: in a burst this runs for thousands of rows, and loading them as ORM
 # objects cost more than the database did. Built once: building it per batch cost more than
 # running it.
 _COUNT_ATTEMPT = (
     update(_REMINDERS)
-    .where(_REMINDERS.c.status == ReminderStatus.SCHEDULED)
     .values(
         attempts=_REMINDERS.c.attempts + 1,
         last_attempt_at=bindparam("now"),
@@ -134,14 +133,36 @@ _COUNT_ATTEMPT = (
         _REMINDERS.c.attempts,
     )
 )
-_COUNT_ONE_ATTEMPT = _COUNT_ATTEMPT.where(_REMINDERS.c.id == bindparam("reminder_id"))
-_COUNT_ATTEMPTS_IN_WINDOW = _COUNT_ATTEMPT.where(
-    _REMINDERS.c.id.in_(bindparam("reminder_ids", expanding=True)),
-    or_(
-        _REMINDERS.c.remind_at >= bindparam("cutoff"),
-        _REMINDERS.c.requeued_at >= bindparam("cutoff"),
-    ),
+_COUNT_ONE_ATTEMPT = _COUNT_ATTEMPT.where(
+    _REMINDERS.c.id == bindparam("reminder_id"), _REMINDERS.c.status == ReminderStatus.SCHEDULED
 )
+
+
+@lru_cache(maxsize=MAX_BATCH)
+def _count_attempts_in_window(count: int) -> Update:
+    """_COUNT_ATTEMPT for the reminders id_0 ... id_<count - 1> that are still within the
+    late-delivery window, joined to a VALUES list of (id, 'scheduled').
+
+    The list carries the status too, so that no plan can start from the status index: as
+    `id IN (...) AND status = 'scheduled'`, SQLite (always) and PostgreSQL (before it has
+    statistics, as right after a burst was posted) read every scheduled reminder for each batch:
+    27 ms for 100 of 5,000 on PostgreSQL.
+    """
+    rows = ", ".join(f"(:id_{position}, :scheduled)" for position in range(count))
+    listed = (
+        text(f"VALUES {rows}")
+        .bindparams(scheduled=ReminderStatus.SCHEDULED.value)
+        .columns(column("column1", String), column("column2", String))
+        .subquery("listed")
+    )
+    return _COUNT_ATTEMPT.where(
+        _REMINDERS.c.id == listed.c.column1,
+        _REMINDERS.c.status == listed.c.column2,
+        or_(
+            _REMINDERS.c.remind_at >= bindparam("cutoff"),
+            _REMINDERS.c.requeued_at >= bindparam("cutoff"),
+        ),
+    )
 
 
 def mark_all_sent(session: Session, sent: list[tuple[str, datetime]]) -> list[None]:

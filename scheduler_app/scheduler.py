@@ -214,12 +214,16 @@ class QuarantiningJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         if not self._submitted:
             return
         # Only the row as it was read: a job that already ran and stored a retry under the
-        # same id has a new run time, and that retry stays.
-        key = tuple_(self.jobs_t.c.id, self.jobs_t.c.next_run_time)
+        # same id has a new run time, and that retry stays. The id list leads: by the pair
+        # alone, every job of a burst (one run time) was read for each chunk, 64 ms per 500
+        # of 5,000 on PostgreSQL and a whole-table scan on SQLite.
+        jobs = self.jobs_t.c
         with self.engine.begin() as connection:
             for start in range(0, len(self._submitted), REMOVE_CHUNK):
                 chunk = self._submitted[start : start + REMOVE_CHUNK]
-                connection.execute(delete(self.jobs_t).where(key.in_(chunk)))
+                ids = [job_id for job_id, _ in chunk]
+                as_read = tuple_(jobs.id, jobs.next_run_time).in_(chunk)
+                connection.execute(delete(self.jobs_t).where(jobs.id.in_(ids), as_read))
         self._submitted = []
 
     def _get_jobs(
