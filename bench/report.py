@@ -60,6 +60,10 @@ ROWS: list[tuple[str, str, float, int]] = [
     ("with_pending_wrk_requests_per_s", "enqueue with N pending (wrk): requests/s", 1, 0),
     ("with_pending_wrk_latency_p99_s", "enqueue with N pending (wrk): p99 (ms)", 1000, 1),
     ("idle_cpu_percent", "CPU while idle with N pending, 65 s (% of one core)", 1, 1),
+    ("burst_on_backlog_delivered", "burst of 1,000 due at once on the backlog: delivered", 1, 0),
+    ("burst_on_backlog_duplicated", "burst on the backlog: duplicated", 1, 0),
+    ("burst_on_backlog_drain_s", "burst on the backlog: drain from its due time (s)", 1, 2),
+    ("burst_on_backlog_fire_lag_p99_s", "burst on the backlog: fire lag p99 (s)", 1, 3),
     ("peak_rss_mb", "peak RSS of the service (MiB)", 1, 0),
 ]
 

@@ -7,7 +7,9 @@ APScheduler Job the service stores (registered_job, args ("deliver_reminder", id
 DateTrigger, misfire_grace_time None), the same format as tests/support.py seed_reminder_jobs;
 for the baseline the pickled Job that its add_job stores (send_reminder with its four
 arguments, the scheduler's defaults). Then: start-up time with N pending, GET /jobs first page
-and a page 90 % deep, POST /subscribe latency, CPU use while idle (65 s), and peak RSS.
+and a page 90 % deep, POST /subscribe latency, CPU use while idle (65 s), peak RSS, and last
+a burst of reminders due at one instant on top of the backlog: its delivery should cost what the
+same burst costs on an empty database, not grow with what else is pending.
 """
 
 from __future__ import annotations
@@ -24,7 +26,17 @@ from urllib.parse import urlsplit
 
 from bench.common import ADMIN_HEADERS, database, percentile, quick
 from bench.enqueue import wrk
-from bench.scenarios import Run, log, sink
+from bench.measure import SinkLog, accepted_reminders, delivery_figures
+from bench.scenarios import (
+    DRAIN_DEADLINE_S,
+    Run,
+    drain,
+    log,
+    post_reminders,
+    posting_lead,
+    sink,
+    sleep_until,
+)
 from bench.targets import TARGETS, SchedulerApp, Server, service_env
 
 CHUNK = 10_000
@@ -33,6 +45,9 @@ REQUEST_TIMEOUT_S = 300.0
 REPEAT_BUDGET_S = 60.0
 IDLE_WINDOW_S = 15.0 if quick() else 65.0
 WRK_DURATION_S = 5.0 if quick() else 10.0
+# Reminders posted due at one instant on top of the backlog, once the rest is measured.
+BURST = 100 if quick() else 1_000
+BURST_FIGURES = ("delivered", "lost", "duplicated", "fire_lag_p50_s", "fire_lag_p99_s")
 
 
 def _due_times(count: int) -> list[datetime]:
@@ -233,6 +248,39 @@ def _idle_cpu_percent(server: Server, seconds: float) -> float:
     return 100.0 * used / seconds
 
 
+def _burst_on_backlog(run: Run, server: Server, sink_log: SinkLog) -> dict[str, Any]:
+    """BURST reminders posted due at one instant while the backlog stays pending: whether a
+    burst's delivery reads only its own rows (the drain of the storm scenario's size of burst)
+    or something that grows with the backlog."""
+    lead = posting_lead(run.target, BURST)
+    due = time.time() + lead
+    log(f"{run.target}: posting a burst of {BURST} due in {lead:.0f} s on top of the backlog")
+    poster = post_reminders(server, run, BURST, due, 0.0)
+    if poster.wait(lead + 300) is None:
+        poster.kill()
+        run.notes.append("the burst on the backlog: posting did not finish within its time limit")
+    accepted, _ = accepted_reminders(run.directory / "posts.jsonl")
+    sleep_until(due)
+    stopped, _ = drain(
+        sink_log,
+        accepted,
+        deadline=due + DRAIN_DEADLINE_S,
+        pending=lambda: server.pending(due_before=due + 1),
+        not_before=due + 2,
+    )
+    delivered = delivery_figures(accepted, sink_log, due)
+    log(
+        f"{run.target}: burst on the backlog delivered {delivered['delivered']}/{len(accepted)}, "
+        f"drain {delivered['drain_s'] or float('nan'):.2f} s ({stopped})"
+    )
+    return {
+        "burst_on_backlog_accepted": len(accepted),
+        "burst_on_backlog_drain_s": delivered["drain_s"],
+        "burst_on_backlog_stopped_because": stopped,
+        **{f"burst_on_backlog_{key}": delivered[key] for key in BURST_FIGURES},
+    }
+
+
 def scale_run(run: Run, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
     params = {
         "pending": size,
@@ -242,10 +290,11 @@ def scale_run(run: Run, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
         "deep_page": "after 90 % of the jobs",
         "repeats": "10 per request (fewer if one takes over 60 s in total)",
         "idle_window_s": IDLE_WINDOW_S,
+        "burst_on_backlog": f"{BURST} posted due at one instant, after the other measurements",
     }
     figures: dict[str, Any] = {}
     with (
-        sink(run.directory) as (sink_port, _, _),
+        sink(run.directory) as (sink_port, sink_log, _),
         database(run.db, run.directory, run.target) as url,
     ):
         server = TARGETS[run.target](run.directory, url, sink_port)
@@ -305,9 +354,10 @@ def scale_run(run: Run, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
             # scheduler.recovery_interval_s (60 s); this window holds at least one.
             figures["idle_cpu_percent"] = _idle_cpu_percent(server, IDLE_WINDOW_S)
             figures["idle_window_s"] = IDLE_WINDOW_S
+            figures["pending_after"] = server.pending()
+            figures.update(_burst_on_backlog(run, server, sink_log))
             server.record_rss()
             figures["peak_rss_mb"] = max(server.peak_rss, default=0) / 2**20 or None
-            figures["pending_after"] = server.pending()
             log(
                 f"{run.target}: first page {first['p50']:.4f} s, deep page {deep['p50']:.4f} s, "
                 f"POST {posted['p50']:.4f} s, wrk {loaded.get('wrk_requests_per_s')}/s, "

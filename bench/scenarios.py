@@ -127,11 +127,13 @@ def drain(
         time.sleep(0.2)
 
 
-def _lead(target: str, count: int) -> float:
+def posting_lead(target: str, count: int) -> float:
+    """How far ahead a burst of count reminders is set due, so that posting it ends first."""
     return 5.0 + count / POST_RATE_FLOOR[target]
 
 
-def _post(server: Server, run: Run, count: int, due_start: float, spread: float) -> Child:
+def post_reminders(server: Server, run: Run, count: int, due_start: float, spread: float) -> Child:
+    """The bench client, posting count reminders due from due_start over spread seconds."""
     return Child(
         "poster",
         [
@@ -199,10 +201,10 @@ def delivery(
         server = TARGETS[run.target](run.directory, url, sink_port)
         try:
             figures["startup_s"] = server.start()
-            lead = _lead(run.target, count)
+            lead = posting_lead(run.target, count)
             due_start = time.time() + lead
             log(f"{run.target}: posting {count} reminders, first due in {lead:.0f} s")
-            poster = _post(server, run, count, due_start, spread)
+            poster = post_reminders(server, run, count, due_start, spread)
             if poster.wait(lead + 300) is None:
                 poster.kill()
                 run.notes.append("posting did not finish within its time limit")
