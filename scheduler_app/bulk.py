@@ -1,9 +1,14 @@
-"""Many rows in one SQL statement: a multi-row INSERT, and an UPDATE joined to a VALUES list.
+"""Many rows in one SQL statement: a multi-row INSERT, and an UPDATE joined to the rows.
 
 An executemany runs its statement once per row: on SQLite, Python's driver gives up the
 interpreter lock around every row and has to win it back from the event loop; on PostgreSQL
-every row is executed on its own. One statement per batch is one step. Its SQL text is built
-once per row count and kept.
+every row is executed on its own. One statement per batch is one step.
+
+On SQLite the rows are a VALUES list, one placeholder per value; its SQL text is built once per
+row count and kept. On PostgreSQL each column goes as one array, unnested: the SQL text is the
+same for any number of rows, so psycopg converts it once instead of parsing a text of thousands
+of placeholders for every batch (a third of the database writer's time in a burst), and
+PostgreSQL can keep it prepared.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ def insert_rows(
     connection = session.connection()
     dialect = connection.dialect
     columns = tuple(columns)
+    if dialect.name == "postgresql":
+        sql = _insert_arrays_sql(dialect, table, columns)
+        connection.exec_driver_sql(sql, _arrays(dialect, table, columns, rows))
+        return
     for chunk in _chunks(rows, len(columns)):
         sql = _insert_sql(dialect, table, columns, len(chunk))
         connection.exec_driver_sql(sql, _parameters(dialect, table, columns, chunk))
@@ -50,6 +59,10 @@ def update_rows(
     fixed = tuple(constants)
     row_columns = (key, *columns)
     fixed_values = _parameters(dialect, table, fixed, [tuple(constants.values())])
+    if dialect.name == "postgresql":
+        sql = _update_arrays_sql(dialect, table, row_columns, fixed)
+        connection.exec_driver_sql(sql, fixed_values + _arrays(dialect, table, row_columns, rows))
+        return
     for chunk in _chunks(rows, len(row_columns)):
         sql = _update_sql(dialect, table, row_columns, fixed, len(chunk))
         parameters = fixed_values + _parameters(dialect, table, row_columns, chunk)
@@ -71,6 +84,18 @@ def _parameters(
         for row in rows
         for convert, value in zip(converters, row, strict=True)
     )
+
+
+def _arrays(
+    dialect: Dialect, table: TableClause, columns: tuple[str, ...], rows: Sequence[Row]
+) -> tuple[list[Any], ...]:
+    """The rows' values as one list per column, each converted as its column's type converts it."""
+    converters = _converters(dialect, table, columns)
+    by_column: list[list[Any]] = [[] for _ in columns]
+    for row in rows:
+        for values, convert, value in zip(by_column, converters, row, strict=True):
+            values.append(value if convert is None or value is None else convert(value))
+    return tuple(by_column)
 
 
 @lru_cache(maxsize=64)
@@ -114,6 +139,45 @@ def _update_sql(
     where = f"{target}.{quote(row_columns[0])} = v.column1"
     # Only quoted names and placeholders go into the text; every value is bound.
     return f"UPDATE {target} SET {', '.join(assignments)} FROM (VALUES {values}) AS v WHERE {where}"  # noqa: S608
+
+
+@lru_cache(maxsize=64)
+def _insert_arrays_sql(dialect: Dialect, table: TableClause, columns: tuple[str, ...]) -> str:
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(column) for column in columns)
+    target = dialect.identifier_preparer.format_table(table)
+    # Only quoted names, type names and placeholders go into the text; the arrays are bound.
+    return f"INSERT INTO {target} ({names}) SELECT * FROM {_unnest(dialect, table, columns)}"  # noqa: S608
+
+
+@lru_cache(maxsize=64)
+def _update_arrays_sql(
+    dialect: Dialect, table: TableClause, row_columns: tuple[str, ...], fixed: tuple[str, ...]
+) -> str:
+    quote = dialect.identifier_preparer.quote
+    placeholder = _placeholder(dialect)
+    assignments = [f"{quote(column)} = {placeholder}" for column in fixed] + [
+        f"{quote(column)} = v.{quote(column)}" for column in row_columns[1:]
+    ]
+    target = dialect.identifier_preparer.format_table(table)
+    names = ", ".join(quote(column) for column in row_columns)
+    key = quote(row_columns[0])
+    rows = f"{_unnest(dialect, table, row_columns)} AS v({names})"
+    # Only quoted names, type names and placeholders go into the text; every value is bound.
+    return (
+        f"UPDATE {target} SET {', '.join(assignments)} FROM {rows} WHERE {target}.{key} = v.{key}"  # noqa: S608
+    )
+
+
+def _unnest(dialect: Dialect, table: TableClause, columns: tuple[str, ...]) -> str:
+    """unnest() of one array per column, each cast to an array of its column's type (a list of
+    NULLs would have no type of its own). The arrays go in psycopg's binary format (%b): its text
+    format escapes every element with a regular expression, which cost a fifth of the writer's
+    time."""
+    arrays = ", ".join(
+        f"CAST(%b AS {table.c[column].type.compile(dialect=dialect)}[])" for column in columns
+    )
+    return f"unnest({arrays})"
 
 
 def _values(

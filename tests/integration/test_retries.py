@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from scheduler_app.app import create_app
-from scheduler_app.models import JobRun
+from scheduler_app.models import JobRun, RunOutcome
 from scheduler_app.runtime import Runtime
 from tests.support import (
     ADMIN,
@@ -20,6 +20,7 @@ from tests.support import (
     reminder_ids,
     smtp_mail,
     wait_for_status,
+    wait_until,
 )
 
 FAST_RETRIES = {"max_attempts": 3, "retry_base_s": 0.1, "retry_max_s": 0.3}
@@ -41,10 +42,17 @@ def subscribe(client: TestClient, **fields: Any) -> str:
 
 
 def runs(client: TestClient, reminder_id: str) -> list[JobRun]:
+    """The reminder's run records once each has its outcome: a run's end is written just after
+    the delivery has recorded its own, without the delivery waiting for it."""
     runtime: Runtime = client.app_state["runtime"]
-    with runtime.sessions() as session:
-        query = select(JobRun).where(JobRun.job_id == f"reminder:{reminder_id}")
-        return list(session.scalars(query.order_by(JobRun.started_at)))
+
+    def finished() -> list[JobRun] | None:
+        with runtime.sessions() as session:
+            query = select(JobRun).where(JobRun.job_id == f"reminder:{reminder_id}")
+            found = list(session.scalars(query.order_by(JobRun.started_at)))
+        return None if any(run.outcome == RunOutcome.RUNNING for run in found) else found
+
+    return wait_until(finished)
 
 
 def test_a_transient_failure_is_retried_until_it_succeeds(
