@@ -1,4 +1,5 @@
-"""Many rows in one SQL statement: a multi-row INSERT, and an UPDATE joined to the rows.
+"""Many rows in one SQL statement: a multi-row INSERT, an UPDATE joined to the rows, and a
+DELETE of the rows that match.
 
 An executemany runs its statement once per row: on SQLite, Python's driver gives up the
 interpreter lock around every row and has to win it back from the event loop; on PostgreSQL
@@ -7,8 +8,8 @@ every row is executed on its own. One statement per batch is one step.
 On SQLite the rows are a VALUES list, one placeholder per value; its SQL text is built once per
 row count and kept. On PostgreSQL each column goes as one array, unnested: the SQL text is the
 same for any number of rows, so psycopg converts it once instead of parsing a text of thousands
-of placeholders for every batch (a third of the database writer's time in a burst), and
-PostgreSQL can keep it prepared.
+of placeholders for every batch, and PostgreSQL can keep it prepared: the database writer's
+thread used 27-33 % less CPU time on a burst's bookkeeping.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import TableClause
+from sqlalchemy import Connection, TableClause
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
@@ -67,6 +68,23 @@ def update_rows(
         sql = _update_sql(dialect, table, row_columns, fixed, len(chunk))
         parameters = fixed_values + _parameters(dialect, table, row_columns, chunk)
         connection.exec_driver_sql(sql, parameters)
+
+
+def delete_rows(
+    connection: Connection, table: TableClause, columns: Sequence[str], rows: Sequence[Row]
+) -> None:
+    """DELETE the rows of table whose values in columns equal one of rows. The first column
+    should be a key: each row is looked up by it, never found by reading the table."""
+    dialect = connection.dialect
+    columns = tuple(columns)
+    if dialect.name == "postgresql":
+        sql = _delete_arrays_sql(dialect, table, columns)
+        connection.exec_driver_sql(sql, _arrays(dialect, table, columns, rows))
+        return
+    for chunk in _chunks(rows, len(columns) + 1):
+        keys = _parameters(dialect, table, columns[:1], [row[:1] for row in chunk])
+        sql = _delete_sql(dialect, table, columns, len(chunk))
+        connection.exec_driver_sql(sql, keys + _parameters(dialect, table, columns, chunk))
 
 
 def _chunks(rows: Sequence[Row], width: int) -> list[Sequence[Row]]:
@@ -139,6 +157,30 @@ def _update_sql(
     where = f"{target}.{quote(row_columns[0])} = v.column1"
     # Only quoted names and placeholders go into the text; every value is bound.
     return f"UPDATE {target} SET {', '.join(assignments)} FROM (VALUES {values}) AS v WHERE {where}"  # noqa: S608
+
+
+@lru_cache(maxsize=64)
+def _delete_sql(dialect: Dialect, table: TableClause, columns: tuple[str, ...], count: int) -> str:
+    quote = dialect.identifier_preparer.quote
+    target = dialect.identifier_preparer.format_table(table)
+    keys = ", ".join([_placeholder(dialect)] * count)
+    names = ", ".join(quote(column) for column in columns)
+    rows = _values(dialect, table, columns, count, typed=False)
+    # The key list leads, so that SQLite looks each row up; matched by the pairs alone, it read
+    # the whole table. Only quoted names and placeholders go into the text.
+    where = f"{quote(columns[0])} IN ({keys}) AND ({names}) IN (VALUES {rows})"
+    return f"DELETE FROM {target} WHERE {where}"  # noqa: S608
+
+
+@lru_cache(maxsize=64)
+def _delete_arrays_sql(dialect: Dialect, table: TableClause, columns: tuple[str, ...]) -> str:
+    quote = dialect.identifier_preparer.quote
+    target = dialect.identifier_preparer.format_table(table)
+    names = ", ".join(quote(column) for column in columns)
+    matched = " AND ".join(f"{target}.{quote(column)} = v.{quote(column)}" for column in columns)
+    rows = f"{_unnest(dialect, table, columns)} AS v({names})"
+    # Only quoted names, type names and placeholders go into the text; every value is bound.
+    return f"DELETE FROM {target} USING {rows} WHERE {matched}"  # noqa: S608
 
 
 @lru_cache(maxsize=64)

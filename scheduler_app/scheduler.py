@@ -39,9 +39,9 @@ from sqlalchemy import (
     insert,
     select,
     table,
-    tuple_,
 )
 
+from scheduler_app.bulk import delete_rows
 from scheduler_app.clock import utcnow
 from scheduler_app.executor import RegistryExecutor, registered_job
 from scheduler_app.models import QuarantinedJob
@@ -53,8 +53,8 @@ JOBS_TABLE = "apscheduler_jobs"
 REMINDER_JOB_PREFIX = "reminder:"
 # After a failed pass over the job store, try again this soon.
 STORE_RETRY_S = 2.0
-# Job ids per DELETE when a pass removes the jobs it submitted (below SQLite's variable limit).
-REMOVE_CHUNK = 500
+# Job ids per query that asks which of them are stored (below SQLite's variable limit).
+IDS_PER_QUERY = 500
 # Due jobs that one pass over the job store reads. When thousands fall due together, the first
 # are running while the next are read, and the event loop is never held up for the whole burst.
 # A pass that leaves due jobs behind is followed by another at once.
@@ -214,16 +214,9 @@ class QuarantiningJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         if not self._submitted:
             return
         # Only the row as it was read: a job that already ran and stored a retry under the
-        # same id has a new run time, and that retry stays. The id list leads: by the pair
-        # alone, every job of a burst (one run time) was read for each chunk, 64 ms per 500
-        # of 5,000 on PostgreSQL and a whole-table scan on SQLite.
-        jobs = self.jobs_t.c
+        # same id has a new run time, and that retry stays.
         with self.engine.begin() as connection:
-            for start in range(0, len(self._submitted), REMOVE_CHUNK):
-                chunk = self._submitted[start : start + REMOVE_CHUNK]
-                ids = [job_id for job_id, _ in chunk]
-                as_read = tuple_(jobs.id, jobs.next_run_time).in_(chunk)
-                connection.execute(delete(self.jobs_t).where(jobs.id.in_(ids), as_read))
+            delete_rows(connection, self.jobs_t, ("id", "next_run_time"), self._submitted)
         self._submitted = []
 
     def _get_jobs(
@@ -344,7 +337,7 @@ def stored_job_ids(engine: Engine, job_ids: list[str]) -> set[str]:
     """Which of job_ids are stored, read without unpickling any job."""
     found: set[str] = set()
     with engine.connect() as connection:
-        for start in range(0, len(job_ids), REMOVE_CHUNK):
-            chunk = job_ids[start : start + REMOVE_CHUNK]
+        for start in range(0, len(job_ids), IDS_PER_QUERY):
+            chunk = job_ids[start : start + IDS_PER_QUERY]
             found.update(connection.scalars(select(JOBS.c.id).where(JOBS.c.id.in_(chunk))))
     return found

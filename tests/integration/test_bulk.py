@@ -122,6 +122,25 @@ def test_constants_and_columns_of_nulls_keep_their_column_types(engine: Engine) 
     ] == [("sent", None, NOW, None, None), ("sent", None, None, None, None)]
 
 
+def test_delete_removes_only_the_rows_that_match_every_column(engine: Engine) -> None:
+    with Session(engine) as session:
+        insert_rows(session, RUNS, STARTED, started(4))
+        session.commit()
+    sent = statements(engine)
+    with engine.begin() as connection:
+        bulk.delete_rows(
+            connection,
+            RUNS,
+            ("id", "outcome"),
+            [("run-0", "running"), ("run-1", "success"), ("run-2", "running"), ("nope", "x")],
+        )
+
+    assert [many for _, many in sent] == [False]
+    with Session(engine) as session:
+        left = session.scalars(select(JobRun.id).order_by(JobRun.id)).all()
+    assert left == ["run-1", "run-3"]  # run-1 is running, not "success"
+
+
 def test_rows_beyond_one_statement_are_split_where_each_value_is_a_parameter(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
