@@ -15,7 +15,7 @@ thread used 27-33 % less CPU time on a burst's bookkeeping.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from sqlalchemy import Connection, TableClause
@@ -33,15 +33,9 @@ def insert_rows(
 ) -> None:
     """INSERT rows (values in the order of columns) into table, in as few statements as fit."""
     connection = session.connection()
-    dialect = connection.dialect
     columns = tuple(columns)
-    if dialect.name == "postgresql":
-        sql = _insert_arrays_sql(dialect, table, columns)
-        connection.exec_driver_sql(sql, _arrays(dialect, table, columns, rows))
-        return
-    for chunk in _chunks(rows, len(columns)):
-        sql = _insert_sql(dialect, table, columns, len(chunk))
-        connection.exec_driver_sql(sql, _parameters(dialect, table, columns, chunk))
+    dialect = connection.dialect
+    _write(connection, table, columns, rows, partial(_insert_sql, dialect, table, columns))
 
 
 def update_rows(
@@ -60,14 +54,8 @@ def update_rows(
     fixed = tuple(constants)
     row_columns = (key, *columns)
     fixed_values = _parameters(dialect, table, fixed, [tuple(constants.values())])
-    if dialect.name == "postgresql":
-        sql = _update_arrays_sql(dialect, table, row_columns, fixed)
-        connection.exec_driver_sql(sql, fixed_values + _arrays(dialect, table, row_columns, rows))
-        return
-    for chunk in _chunks(rows, len(row_columns)):
-        sql = _update_sql(dialect, table, row_columns, fixed, len(chunk))
-        parameters = fixed_values + _parameters(dialect, table, row_columns, chunk)
-        connection.exec_driver_sql(sql, parameters)
+    sql = partial(_update_sql, dialect, table, row_columns, fixed)
+    _write(connection, table, row_columns, rows, sql, first=fixed_values)
 
 
 def delete_rows(
@@ -75,16 +63,32 @@ def delete_rows(
 ) -> None:
     """DELETE the rows of table whose values in columns equal one of rows. The first column
     should be a key: each row is looked up by it, never found by reading the table."""
-    dialect = connection.dialect
     columns = tuple(columns)
+    sql = partial(_delete_sql, connection.dialect, table, columns)
+    _write(connection, table, columns, rows, sql, keys_first=True)
+
+
+def _write(
+    connection: Connection,
+    table: TableClause,
+    columns: tuple[str, ...],
+    rows: Sequence[Row],
+    sql: Callable[[int | None], str],
+    first: tuple[Any, ...] = (),
+    keys_first: bool = False,
+) -> None:
+    """Run the statement sql(count) makes for rows: on PostgreSQL once, with one array per
+    column (count None); elsewhere once per chunk that fits, with one placeholder per value
+    (count: the chunk's rows), after the parameters `first` and, with keys_first, the chunk's
+    keys (the first column)."""
+    dialect = connection.dialect
     if dialect.name == "postgresql":
-        sql = _delete_arrays_sql(dialect, table, columns)
-        connection.exec_driver_sql(sql, _arrays(dialect, table, columns, rows))
+        connection.exec_driver_sql(sql(None), first + _arrays(dialect, table, columns, rows))
         return
-    for chunk in _chunks(rows, len(columns) + 1):
+    for chunk in _chunks(rows, len(columns) + keys_first):
         keys = _parameters(dialect, table, columns[:1], [row[:1] for row in chunk])
-        sql = _delete_sql(dialect, table, columns, len(chunk))
-        connection.exec_driver_sql(sql, keys + _parameters(dialect, table, columns, chunk))
+        values = _parameters(dialect, table, columns, chunk)
+        connection.exec_driver_sql(sql(len(chunk)), first + (keys if keys_first else ()) + values)
 
 
 def _chunks(rows: Sequence[Row], width: int) -> list[Sequence[Row]]:
@@ -128,13 +132,18 @@ def _converters(
 
 
 @lru_cache(maxsize=1024)
-def _insert_sql(dialect: Dialect, table: TableClause, columns: tuple[str, ...], count: int) -> str:
+def _insert_sql(
+    dialect: Dialect, table: TableClause, columns: tuple[str, ...], count: int | None
+) -> str:
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(column) for column in columns)
     target = dialect.identifier_preparer.format_table(table)
-    values = _values(dialect, table, columns, count, typed=False)
-    # Only quoted table and column names and placeholders go into the text; values are bound.
-    return f"INSERT INTO {target} ({names}) VALUES {values}"  # noqa: S608
+    if count is None:
+        rows = f"SELECT * FROM {_unnest(dialect, table, columns)}"  # noqa: S608
+    else:
+        rows = f"VALUES {_values(dialect, table, columns, count, typed=False)}"
+    # Only quoted names, type names and placeholders go into the text; values are bound.
+    return f"INSERT INTO {target} ({names}) {rows}"
 
 
 @lru_cache(maxsize=1024)
@@ -143,72 +152,45 @@ def _update_sql(
     table: TableClause,
     row_columns: tuple[str, ...],
     fixed: tuple[str, ...],
-    count: int,
+    count: int | None,
 ) -> str:
     quote = dialect.identifier_preparer.quote
-    placeholder = _placeholder(dialect)
-    # A VALUES list names its columns column1, column2 ... on SQLite and on PostgreSQL alike.
-    assignments = [f"{quote(column)} = {placeholder}" for column in fixed] + [
-        f"{quote(column)} = v.column{position}"
-        for position, column in enumerate(row_columns[1:], start=2)
-    ]
     target = dialect.identifier_preparer.format_table(table)
-    values = _values(dialect, table, row_columns, count, typed=True)
-    where = f"{target}.{quote(row_columns[0])} = v.column1"
-    # Only quoted names and placeholders go into the text; every value is bound.
-    return f"UPDATE {target} SET {', '.join(assignments)} FROM (VALUES {values}) AS v WHERE {where}"  # noqa: S608
+    if count is None:
+        names = [quote(column) for column in row_columns]
+        rows = f"{_unnest(dialect, table, row_columns)} AS v({', '.join(names)})"
+    else:
+        # A VALUES list names its columns column1, column2 ... on SQLite and on PostgreSQL alike.
+        names = [f"column{position}" for position in range(1, len(row_columns) + 1)]
+        rows = f"(VALUES {_values(dialect, table, row_columns, count, typed=True)}) AS v"
+    placeholder = _placeholder(dialect)
+    assignments = [f"{quote(column)} = {placeholder}" for column in fixed] + [
+        f"{quote(column)} = v.{name}"
+        for column, name in zip(row_columns[1:], names[1:], strict=True)
+    ]
+    where = f"{target}.{quote(row_columns[0])} = v.{names[0]}"
+    # Only quoted names, type names and placeholders go into the text; every value is bound.
+    return f"UPDATE {target} SET {', '.join(assignments)} FROM {rows} WHERE {where}"  # noqa: S608
 
 
-@lru_cache(maxsize=64)
-def _delete_sql(dialect: Dialect, table: TableClause, columns: tuple[str, ...], count: int) -> str:
+@lru_cache(maxsize=1024)
+def _delete_sql(
+    dialect: Dialect, table: TableClause, columns: tuple[str, ...], count: int | None
+) -> str:
     quote = dialect.identifier_preparer.quote
     target = dialect.identifier_preparer.format_table(table)
-    keys = ", ".join([_placeholder(dialect)] * count)
     names = ", ".join(quote(column) for column in columns)
+    if count is None:
+        rows = f"{_unnest(dialect, table, columns)} AS v({names})"
+        matched = " AND ".join(f"{target}.{quote(name)} = v.{quote(name)}" for name in columns)
+        # Only quoted names, type names and placeholders go into the text.
+        return f"DELETE FROM {target} USING {rows} WHERE {matched}"  # noqa: S608
+    keys = ", ".join([_placeholder(dialect)] * count)
     rows = _values(dialect, table, columns, count, typed=False)
-    # The key list leads, so that SQLite looks each row up; matched by the pairs alone, it read
+    # The key list leads, so that SQLite looks each row up; matched by the rows alone, it read
     # the whole table. Only quoted names and placeholders go into the text.
     where = f"{quote(columns[0])} IN ({keys}) AND ({names}) IN (VALUES {rows})"
     return f"DELETE FROM {target} WHERE {where}"  # noqa: S608
-
-
-@lru_cache(maxsize=64)
-def _delete_arrays_sql(dialect: Dialect, table: TableClause, columns: tuple[str, ...]) -> str:
-    quote = dialect.identifier_preparer.quote
-    target = dialect.identifier_preparer.format_table(table)
-    names = ", ".join(quote(column) for column in columns)
-    matched = " AND ".join(f"{target}.{quote(column)} = v.{quote(column)}" for column in columns)
-    rows = f"{_unnest(dialect, table, columns)} AS v({names})"
-    # Only quoted names, type names and placeholders go into the text; every value is bound.
-    return f"DELETE FROM {target} USING {rows} WHERE {matched}"  # noqa: S608
-
-
-@lru_cache(maxsize=64)
-def _insert_arrays_sql(dialect: Dialect, table: TableClause, columns: tuple[str, ...]) -> str:
-    quote = dialect.identifier_preparer.quote
-    names = ", ".join(quote(column) for column in columns)
-    target = dialect.identifier_preparer.format_table(table)
-    # Only quoted names, type names and placeholders go into the text; the arrays are bound.
-    return f"INSERT INTO {target} ({names}) SELECT * FROM {_unnest(dialect, table, columns)}"  # noqa: S608
-
-
-@lru_cache(maxsize=64)
-def _update_arrays_sql(
-    dialect: Dialect, table: TableClause, row_columns: tuple[str, ...], fixed: tuple[str, ...]
-) -> str:
-    quote = dialect.identifier_preparer.quote
-    placeholder = _placeholder(dialect)
-    assignments = [f"{quote(column)} = {placeholder}" for column in fixed] + [
-        f"{quote(column)} = v.{quote(column)}" for column in row_columns[1:]
-    ]
-    target = dialect.identifier_preparer.format_table(table)
-    names = ", ".join(quote(column) for column in row_columns)
-    key = quote(row_columns[0])
-    rows = f"{_unnest(dialect, table, row_columns)} AS v({names})"
-    # Only quoted names, type names and placeholders go into the text; every value is bound.
-    return (
-        f"UPDATE {target} SET {', '.join(assignments)} FROM {rows} WHERE {target}.{key} = v.{key}"  # noqa: S608
-    )
 
 
 def _unnest(dialect: Dialect, table: TableClause, columns: tuple[str, ...]) -> str:
