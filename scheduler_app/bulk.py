@@ -86,9 +86,11 @@ def _write(
         connection.exec_driver_sql(sql(None), first + _arrays(dialect, table, columns, rows))
         return
     for chunk in _chunks(rows, len(columns) + keys_first):
-        keys = _parameters(dialect, table, columns[:1], [row[:1] for row in chunk])
-        values = _parameters(dialect, table, columns, chunk)
-        connection.exec_driver_sql(sql(len(chunk)), first + (keys if keys_first else ()) + values)
+        parameters = first
+        if keys_first:
+            parameters += _parameters(dialect, table, columns[:1], [row[:1] for row in chunk])
+        parameters += _parameters(dialect, table, columns, chunk)
+        connection.exec_driver_sql(sql(len(chunk)), parameters)
 
 
 def _chunks(rows: Sequence[Row], width: int) -> list[Sequence[Row]]:
