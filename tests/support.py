@@ -22,7 +22,7 @@ import yaml
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from scheduler_app.app import create_app
@@ -31,6 +31,24 @@ from scheduler_app.settings import Settings, load_settings
 
 POSTGRES_URL_VARIABLE = "TEST_POSTGRES_URL"
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SentStatement:
+    text: str
+    parameters: Any
+    executemany: bool
+
+
+def sent_statements(engine: Engine) -> list[SentStatement]:
+    """Every statement the engine sends from now on, as the driver receives it."""
+    sent: list[SentStatement] = []
+
+    def record(_conn: Any, _cursor: Any, text: str, parameters: Any, _ctx: Any, many: bool) -> None:
+        sent.append(SentStatement(text, parameters, many))
+
+    event.listen(engine, "before_cursor_execute", record)
+    return sent
 
 
 def wait_until(

@@ -6,12 +6,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import Engine, Table, event, select
+from sqlalchemy import Engine, Table, select
 from sqlalchemy.orm import Session
 
 from scheduler_app import bulk
 from scheduler_app.bulk import insert_rows, update_rows
 from scheduler_app.models import JobRun, Reminder, ReminderStatus, RunOutcome
+from tests.support import sent_statements
 
 NOW = datetime(2026, 11, 21, 9, 0, 0, 123456, tzinfo=UTC)
 RUNS = cast(Table, JobRun.__table__)
@@ -26,24 +27,14 @@ def started(count: int, prefix: str = "run") -> list[tuple[Any, ...]]:
     ]
 
 
-def statements(engine: Engine) -> list[tuple[str, bool]]:
-    """Every statement the engine sends from now on, with whether it was an executemany."""
-    seen: list[tuple[str, bool]] = []
-
-    def record(*args: Any) -> None:
-        seen.append((args[2], args[5]))
-
-    event.listen(engine, "before_cursor_execute", record)
-    return seen
-
-
 def test_inserted_rows_read_back_with_their_types(engine: Engine) -> None:
-    sent = statements(engine)
+    sent = sent_statements(engine)
     with Session(engine) as session:
         insert_rows(session, RUNS, STARTED, started(3))
         session.commit()
 
-    assert [many for _, many in sent] == [False]  # one statement, not an executemany
+    # One statement, not an executemany.
+    assert [statement.executemany for statement in sent] == [False]
     with Session(engine) as session:
         loaded = session.scalars(select(JobRun).order_by(JobRun.id)).all()
     assert [(run.id, run.scheduled_for, run.started_at, run.manual) for run in loaded] == [
@@ -58,7 +49,7 @@ def test_update_sets_each_row_its_values_and_leaves_the_others(engine: Engine) -
     with Session(engine) as session:
         insert_rows(session, RUNS, STARTED, started(4))
         session.commit()
-    sent = statements(engine)
+    sent = sent_statements(engine)
     later = NOW + timedelta(minutes=5)
     with Session(engine) as session:
         rows = [
@@ -69,7 +60,7 @@ def test_update_sets_each_row_its_values_and_leaves_the_others(engine: Engine) -
         update_rows(session, RUNS, "id", ("outcome", "finished_at", "error", "result"), rows)
         session.commit()
 
-    assert [many for _, many in sent] == [False]
+    assert [statement.executemany for statement in sent] == [False]
     with Session(engine) as session:
         loaded = {run.id: run for run in session.scalars(select(JobRun))}
     assert set(loaded) == {"run-0", "run-1", "run-2", "run-3"}
@@ -126,7 +117,7 @@ def test_delete_removes_only_the_rows_that_match_every_column(engine: Engine) ->
     with Session(engine) as session:
         insert_rows(session, RUNS, STARTED, started(4))
         session.commit()
-    sent = statements(engine)
+    sent = sent_statements(engine)
     with engine.begin() as connection:
         bulk.delete_rows(
             connection,
@@ -135,7 +126,7 @@ def test_delete_removes_only_the_rows_that_match_every_column(engine: Engine) ->
             [("run-0", "running"), ("run-1", "success"), ("run-2", "running"), ("nope", "x")],
         )
 
-    assert [many for _, many in sent] == [False]
+    assert [statement.executemany for statement in sent] == [False]
     with Session(engine) as session:
         left = session.scalars(select(JobRun.id).order_by(JobRun.id)).all()
     assert left == ["run-1", "run-3"]  # run-1 is running, not "success"
@@ -145,7 +136,7 @@ def test_rows_beyond_one_statement_are_split_where_each_value_is_a_parameter(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(bulk, "MAX_PARAMETERS", 7 * 40)
-    sent = statements(engine)
+    sent = sent_statements(engine)
     with Session(engine) as session:
         insert_rows(session, RUNS, STARTED, started(100))
         update_rows(
@@ -153,7 +144,7 @@ def test_rows_beyond_one_statement_are_split_where_each_value_is_a_parameter(
         )
         session.commit()
 
-    inserts = [text for text, _ in sent if text.startswith("INSERT")]
+    inserts = [statement for statement in sent if statement.text.startswith("INSERT")]
     # SQLite: 40 + 40 + 20 rows. PostgreSQL binds one array per column, whatever the rows.
     assert len(inserts) == (3 if engine.dialect.name == "sqlite" else 1)
     with Session(engine) as session:
@@ -164,7 +155,7 @@ def test_rows_beyond_one_statement_are_split_where_each_value_is_a_parameter(
 def test_on_postgresql_the_text_is_the_same_for_any_number_of_rows(engine: Engine) -> None:
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite lists the values, one placeholder each")
-    sent = statements(engine)
+    sent = sent_statements(engine)
     with Session(engine) as session:
         insert_rows(session, RUNS, STARTED, started(3, prefix="a"))
         insert_rows(session, RUNS, STARTED, started(60, prefix="b"))
@@ -172,7 +163,7 @@ def test_on_postgresql_the_text_is_the_same_for_any_number_of_rows(engine: Engin
         update_rows(session, RUNS, "id", ("outcome",), [(f"b-{n}", "error") for n in range(60)])
         session.commit()
 
-    texts = [text for text, _ in sent]
+    texts = [statement.text for statement in sent]
     assert len(texts) == 4
     assert texts[0] == texts[1]
     assert texts[2] == texts[3]

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Engine, event, update
+from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
 from scheduler_app import delivery, scheduler
 from scheduler_app.models import Reminder, ReminderStatus
-from tests.support import seed_reminder_jobs
+from tests.support import seed_reminder_jobs, sent_statements
 
 # One burst due at one instant, and the slice of it that one batch starts.
 BURST = 5_000
@@ -30,19 +30,6 @@ def job_store(engine: Engine) -> Iterator[scheduler.QuarantiningJobStore]:
     store.start(BackgroundScheduler(timezone=UTC), "default")  # creates the job table
     yield store
     store.shutdown()
-
-
-def recorded(engine: Engine, keyword: str) -> list[tuple[str, Any]]:
-    """Every statement starting with keyword that the engine sends from now on, with its
-    parameters."""
-    seen: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith(keyword):
-            seen.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", record)
-    return seen
 
 
 def plan_of(engine: Engine, statement: str, parameters: Any) -> str:
@@ -62,7 +49,7 @@ def test_counting_a_batch_of_attempts_looks_up_each_reminder_by_id(
 ) -> None:
     now = datetime.now(UTC)
     ids = [job.removeprefix("reminder:") for job in seed_reminder_jobs(database_url, [now] * BURST)]
-    updates = recorded(engine, "UPDATE")
+    sent = sent_statements(engine)
     with Session(engine) as session:
         starts = [delivery.DeliveryStart(reminder_id, now, WINDOW) for reminder_id in ids[:BATCH]]
         assert [outcome for outcome, _ in delivery.start_deliveries(session, starts)] == [
@@ -70,8 +57,8 @@ def test_counting_a_batch_of_attempts_looks_up_each_reminder_by_id(
         ] * BATCH
         session.rollback()
 
-    [(statement, parameters)] = updates
-    plan = plan_of(engine, statement, parameters)
+    [update_sent] = [statement for statement in sent if statement.text.startswith("UPDATE")]
+    plan = plan_of(engine, update_sent.text, update_sent.parameters)
     # Not from the status index: that reads every scheduled reminder, the whole burst, per batch.
     assert "ix_reminders_status_remind_at" not in plan, plan
     if engine.dialect.name == "sqlite":
@@ -90,7 +77,7 @@ def test_removing_a_pass_of_submitted_jobs_looks_up_each_job_by_id(
     now = datetime.now(UTC)
     seed_reminder_jobs(database_url, [now] * BURST)
     monkeypatch.setattr(scheduler, "DUE_PER_PASS", BATCH)
-    deletes = recorded(engine, "DELETE")
+    sent = sent_statements(engine)
     passed = job_store.get_due_jobs(now)
     assert len(passed) == BATCH
     for job in passed:
@@ -101,8 +88,8 @@ def test_removing_a_pass_of_submitted_jobs_looks_up_each_job_by_id(
     job_store.update_job(retried)
     job_store.get_next_run_time()  # the end of the pass: the submitted jobs are removed
 
-    [(statement, parameters)] = deletes
-    plan = plan_of(engine, statement, parameters)
+    [delete_sent] = [statement for statement in sent if statement.text.startswith("DELETE")]
+    plan = plan_of(engine, delete_sent.text, delete_sent.parameters)
     if engine.dialect.name == "sqlite":
         # A scan would read every stored job (and its pickled state) for each pass.
         assert "SCAN apscheduler_jobs" not in plan, plan
