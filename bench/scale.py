@@ -26,14 +26,13 @@ from urllib.parse import urlsplit
 
 from bench.common import ADMIN_HEADERS, database, percentile, quick
 from bench.enqueue import wrk
-from bench.measure import SinkLog, accepted_reminders, delivery_figures
+from bench.measure import SinkLog, delivery_figures
 from bench.scenarios import (
     DRAIN_DEADLINE_S,
     Run,
     drain,
     log,
     post_reminders,
-    posting_lead,
     sink,
     sleep_until,
 )
@@ -252,14 +251,7 @@ def _burst_on_backlog(run: Run, server: Server, sink_log: SinkLog) -> dict[str, 
     """BURST reminders posted due at one instant while the backlog stays pending: whether a
     burst's delivery reads only its own rows (the drain of the storm scenario's size of burst)
     or something that grows with the backlog."""
-    lead = posting_lead(run.target, BURST)
-    due = time.time() + lead
-    log(f"{run.target}: posting a burst of {BURST} due in {lead:.0f} s on top of the backlog")
-    poster = post_reminders(server, run, BURST, due, 0.0)
-    if poster.wait(lead + 300) is None:
-        poster.kill()
-        run.notes.append("the burst on the backlog: posting did not finish within its time limit")
-    accepted, _ = accepted_reminders(run.directory / "posts.jsonl")
+    due, accepted, _ = post_reminders(server, run, BURST, 0.0, "reminders on top of the backlog")
     sleep_until(due)
     stopped, _ = drain(
         sink_log,

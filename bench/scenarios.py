@@ -129,13 +129,25 @@ def drain(
         time.sleep(0.2)
 
 
-def posting_lead(target: str, count: int) -> float:
-    """How far ahead a burst of count reminders is set due, so that posting it ends first."""
-    return 5.0 + count / POST_RATE_FLOOR[target]
+def post_reminders(
+    server: Server, run: Run, count: int, spread: float, what: str = "reminders"
+) -> tuple[float, dict[str, float], dict[str, Any]]:
+    """Post count reminders due over spread seconds from an instant set far enough ahead that
+    posting ends first, and wait until it has: the first due instant, the accepted reminders (id
+    to due time) and the enqueue figures."""
+    lead = 5.0 + count / POST_RATE_FLOOR[run.target]
+    due_start = time.time() + lead
+    log(f"{run.target}: posting {count} {what}, first due in {lead:.0f} s")
+    poster = _poster(server, run, count, due_start, spread)
+    if poster.wait(lead + 300) is None:
+        poster.kill()
+        run.notes.append(f"posting {what} did not finish within its time limit")
+    print(poster.tail(1), flush=True)
+    accepted, enqueue = accepted_reminders(run.directory / "posts.jsonl")
+    return due_start, accepted, enqueue
 
 
-def post_reminders(server: Server, run: Run, count: int, due_start: float, spread: float) -> Child:
-    """The bench client, posting count reminders due from due_start over spread seconds."""
+def _poster(server: Server, run: Run, count: int, due_start: float, spread: float) -> Child:
     return Child(
         "poster",
         [
@@ -203,15 +215,7 @@ def delivery(
         server = TARGETS[run.target](run.directory, url, sink_port)
         try:
             figures["startup_s"] = server.start()
-            lead = posting_lead(run.target, count)
-            due_start = time.time() + lead
-            log(f"{run.target}: posting {count} reminders, first due in {lead:.0f} s")
-            poster = post_reminders(server, run, count, due_start, spread)
-            if poster.wait(lead + 300) is None:
-                poster.kill()
-                run.notes.append("posting did not finish within its time limit")
-            print(poster.tail(1), flush=True)
-            accepted, enqueue = accepted_reminders(run.directory / "posts.jsonl")
+            due_start, accepted, enqueue = post_reminders(server, run, count, spread)
             figures.update(enqueue)
             finished = enqueue["posting_finished_at"] or 0.0
             figures["posting_finished_before_due_s"] = due_start - finished
