@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -29,6 +28,7 @@ from scheduler_app.migrate import upgrade_database
 from scheduler_app.reconcile import ReconcilePlan, reconcile
 from scheduler_app.recovery import recover_reminders
 from scheduler_app.scheduler import (
+    OffLoopScheduler,
     build_scheduler,
     schedule_reminder_job,
     stored_job_ids,
@@ -51,8 +51,9 @@ class Runtime:
     mail: MailBackend
     admin_token: str
     executor: RegistryExecutor
-    scheduler: AsyncIOScheduler
+    scheduler: OffLoopScheduler
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     _sighup: bool = field(default=False, repr=False)
     _background: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
@@ -110,20 +111,27 @@ class Runtime:
         return runtime
 
     async def stop(self) -> None:
-        """Stop taking work, let running jobs finish up to the shutdown timeout, close the DB."""
+        """Stop taking work, let running jobs finish up to the shutdown timeout, close the DB.
+
+        What reads the database in a worker thread (a recovery pass, a pass over the job store)
+        is let finish first, each up to the same timeout: a connection out of the pool when the
+        engine is disposed of would stay open.
+        """
+        timeout_s = self.settings.scheduler.shutdown_timeout_s
         self._stop_listening_for_sighup()
+        self._stopping.set()
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await _finish_or_cancel(self._sweeper, timeout_s)
         if self.scheduler.running:
             self.scheduler.pause()
-        unfinished = await self.executor.drain(self.settings.scheduler.shutdown_timeout_s)
+        unfinished = await self.executor.drain(timeout_s)
         if unfinished:
             logger.warning("%d job(s) did not finish in time; recovery resumes them", unfinished)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
             await asyncio.sleep(0)  # AsyncIOScheduler shuts down in a loop callback
+        if not await self.scheduler.finish_pass(timeout_s):
+            logger.warning("a pass over the job store did not finish in %ss", timeout_s)
         await asyncio.to_thread(self.writer.stop)
         await self.mail.close()
         self.engine.dispose()
@@ -157,8 +165,8 @@ class Runtime:
     async def _sweep(self) -> None:
         # Periodically, too: a reminder whose job could not be stored (database hiccup) is picked
         # up without waiting for a restart.
-        while True:
-            await asyncio.sleep(self.settings.scheduler.recovery_interval_s)
+        interval_s = self.settings.scheduler.recovery_interval_s
+        while not await _set_within(self._stopping, interval_s):
             try:
                 await self.recover()
                 # Jobs stored by processes that do not run the scheduler are due-checked too.
@@ -221,6 +229,22 @@ class Runtime:
             )
         else:
             logger.info("SIGHUP: configuration reloaded: %s", plan.summary())
+
+
+async def _set_within(event: asyncio.Event, timeout_s: float) -> bool:
+    try:
+        await asyncio.wait_for(event.wait(), timeout_s)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _finish_or_cancel(task: asyncio.Task[None], timeout_s: float) -> None:
+    finished, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not finished:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def job_specs(settings: Settings, registry: Mapping[str, RegisteredJob]) -> list[CronJobSpec]:

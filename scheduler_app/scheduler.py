@@ -162,6 +162,17 @@ class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
         super().shutdown(wait)
         self._store_thread.shutdown(wait=False)
 
+    async def finish_pass(self, timeout_s: float) -> bool:
+        """Wait up to timeout_s for the pass under way, if any, to end; whether it did.
+
+        Shutting down waits for APScheduler's job store lock, but a pass may take that lock
+        after, and open a connection that disposing of the engine would leave open.
+        """
+        if self._pass is None:
+            return True
+        finished, _ = await asyncio.wait({self._pass}, timeout=timeout_s)
+        return bool(finished)
+
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
@@ -273,7 +284,7 @@ def create_listing_index(engine: Engine, jobs_table: Table) -> None:
 
 def build_scheduler(
     settings: Settings, engine: Engine, executor: RegistryExecutor
-) -> AsyncIOScheduler:
+) -> OffLoopScheduler:
     """An AsyncIOScheduler whose defaults never drop late work.
 
     Args:
