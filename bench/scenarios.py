@@ -354,8 +354,6 @@ def _limit_attempt(
     figures: dict[str, Any] = {}
     directory = run.directory
     with sink(directory) as (sink_port, sink_log, sink_pid):
-        due_start = time.time() + 5.0  # the sender composes every message first
-        not_before = due_start + crash_downtime if crash_downtime is not None else 0.0
         sent_log = directory / "posts.jsonl"
         sender = Child(
             "limit",
@@ -367,12 +365,10 @@ def _limit_attempt(
                 str(sink_port),
                 "--count",
                 str(count),
-                "--due-start",
-                f"{due_start:.6f}",
                 "--spread",
                 str(spread),
-                "--not-before",
-                f"{not_before:.6f}",
+                "--downtime",
+                str(crash_downtime or 0.0),
                 "--out",
                 str(sent_log),
             ],
@@ -380,7 +376,8 @@ def _limit_attempt(
         )
         # The sender's own CPU comes from its report: it has exited when the drain ends.
         meter = CpuMeter({"sink": [sink_pid]}, database=False)
-        sleep_until(max(due_start, not_before))
+        due_start, not_before = _sender_ready(sender)
+        sleep_until(not_before)
         meter.start()
         if sender.wait(spread + DRAIN_DEADLINE_S + (crash_downtime or 0) + 10) is None:
             sender.kill()
@@ -399,6 +396,23 @@ def _limit_attempt(
         f"{'-' if drained is None else f'{drained:.2f}'} s"
     )
     return figures
+
+
+def _sender_ready(sender: Child, timeout_s: float = 300.0) -> tuple[float, float]:
+    """The limit's first due instant and when it may start sending, once it has composed every
+    message and said so."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        for line in sender.tail(5).splitlines():
+            with contextlib.suppress(ValueError):
+                ready = json.loads(line)
+                if isinstance(ready, dict) and "due_start" in ready:
+                    return float(ready["due_start"]), float(ready["not_before"])
+        if not sender.alive():
+            raise RuntimeError(f"the raw sender exited before sending:\n{sender.tail()}")
+        time.sleep(0.05)
+    sender.kill()
+    raise RuntimeError(f"the raw sender composed nothing within {timeout_s:.0f} s")
 
 
 # --- the scenarios -------------------------------------------------------------------------
