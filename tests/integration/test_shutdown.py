@@ -36,7 +36,7 @@ def backends(database_url: str) -> int:
     ("blocked_table", "recovery_interval_s", "delay_seconds"),
     [
         # The reminder falls due while the lock is held: the pass that would run it waits.
-        pytest.param(JOBS_TABLE, 600, 0.3, id="a pass over the job store"),
+        pytest.param(JOBS_TABLE, 600, 1.0, id="a pass over the job store"),
         # Nothing falls due: only the recovery pass reads the reminders. When it ends it wakes
         # the scheduler, whose pass then races with the stop.
         pytest.param("reminders", 0.2, 3600, id="a recovery pass"),
