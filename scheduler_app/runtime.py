@@ -6,15 +6,17 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from apscheduler.schedulers.base import STATE_RUNNING
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.pool import QueuePool
 
 from scheduler_app import runs
 from scheduler_app.batch_writer import BatchWriter
@@ -134,6 +136,8 @@ class Runtime:
             logger.warning("a pass over the job store did not finish in %ss", timeout_s)
         await asyncio.to_thread(self.writer.stop)
         await self.mail.close()
+        if not await _connections_returned(self.engine, timeout_s):
+            logger.warning("a database connection was still in use after %ss", timeout_s)
         self.engine.dispose()
         logger.info("scheduler-app stopped")
 
@@ -236,6 +240,21 @@ async def _set_within(event: asyncio.Event, timeout_s: float) -> bool:
         await asyncio.wait_for(event.wait(), timeout_s)
     except TimeoutError:
         return False
+    return True
+
+
+async def _connections_returned(engine: Engine, timeout_s: float) -> bool:
+    """Wait up to timeout_s until no connection is out of the pool; whether none is.
+
+    Disposing of the engine closes only the connections in the pool: one that a worker thread
+    still holds (a readiness check that timed out, a cancelled job's query) would stay open.
+    """
+    pool = cast(QueuePool, engine.pool)
+    deadline = time.monotonic() + timeout_s
+    while pool.checkedout() > 0:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
     return True
 
 
