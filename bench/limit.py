@@ -42,12 +42,11 @@ async def run(args: argparse.Namespace) -> None:
     ids = [str(uuid.uuid4()) for _ in range(args.count)]
     composed = [message(reminder_id, i) for i, reminder_id in enumerate(ids)]
     due_start = time.time() + args.lead
-    dues = [due_start + args.spread * i / args.count for i in range(args.count)]
     queue: asyncio.Queue[tuple[float, str, bytes]] = asyncio.Queue()
-    for i, (due, data) in enumerate(zip(dues, composed, strict=True)):
-        queue.put_nowait((due, f"bench{i}@example.com", data))
     with args.out.open("w") as out:
-        for i, (due, reminder_id) in enumerate(zip(dues, ids, strict=True)):
+        for i, (reminder_id, data) in enumerate(zip(ids, composed, strict=True)):
+            due = due_start + args.spread * i / args.count
+            queue.put_nowait((due, f"bench{i}@example.com", data))
             out.write(json.dumps({"i": i, "due": due, "id": reminder_id, "status": 201}) + "\n")
     not_before = due_start + args.downtime
     print(json.dumps({"due_start": due_start, "not_before": not_before}), flush=True)

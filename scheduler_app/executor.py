@@ -141,14 +141,7 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         """
         self._stopping = True
         self._start_queued()  # what never got to run records that it did not
-        pending = set(self._tasks)
-        if pending:
-            _, pending = await asyncio.wait(pending, timeout=timeout_s)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
-        return len(pending)
+        return await finish_or_cancel(set(self._tasks), timeout_s)
 
     def submit_job(self, job: Job, run_times: list[datetime]) -> None:
         with self._lock:
@@ -355,6 +348,19 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         """Queue a run record for the writer without waiting; a failure is logged only."""
         written = self._context.writer.queue_grouped(step, item)
         written.add_done_callback(partial(_log_failure, step.name, item))
+
+
+async def finish_or_cancel(tasks: set[asyncio.Task[Any]], timeout_s: float) -> int:
+    """Wait up to timeout_s for the tasks, then cancel those still running and wait for them
+    to unwind; how many were cancelled."""
+    if not tasks:
+        return 0
+    _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    return len(pending)
 
 
 def _log_failure(step: str, item: object, written: asyncio.Future[Any]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import time
@@ -23,7 +22,12 @@ from scheduler_app.batch_writer import BatchWriter
 from scheduler_app.clock import Clock
 from scheduler_app.db import SessionFactory, create_db_engine, create_session_factory, describe_url
 from scheduler_app.errors import ConfigError
-from scheduler_app.executor import JobContext, RegisteredJob, RegistryExecutor
+from scheduler_app.executor import (
+    JobContext,
+    RegisteredJob,
+    RegistryExecutor,
+    finish_or_cancel,
+)
 from scheduler_app.job_config import CronJobSpec, parse_job_specs
 from scheduler_app.mail import MailBackend, build_mail_backend
 from scheduler_app.migrate import upgrade_database
@@ -123,7 +127,7 @@ class Runtime:
         self._stop_listening_for_sighup()
         self._stopping.set()
         if self._sweeper is not None:
-            await _finish_or_cancel(self._sweeper, timeout_s)
+            await finish_or_cancel({self._sweeper}, timeout_s)
         if self.scheduler.running:
             self.scheduler.pause()
         unfinished = await self.executor.drain(timeout_s)
@@ -256,14 +260,6 @@ async def _connections_returned(engine: Engine, timeout_s: float) -> bool:
             return False
         await asyncio.sleep(0.02)
     return True
-
-
-async def _finish_or_cancel(task: asyncio.Task[None], timeout_s: float) -> None:
-    finished, _ = await asyncio.wait({task}, timeout=timeout_s)
-    if not finished:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def job_specs(settings: Settings, registry: Mapping[str, RegisteredJob]) -> list[CronJobSpec]:

@@ -44,8 +44,8 @@ def sent_statements(engine: Engine) -> list[SentStatement]:
     """Every statement the engine sends from now on, as the driver receives it."""
     sent: list[SentStatement] = []
 
-    def record(_conn: Any, _cursor: Any, text: str, parameters: Any, _ctx: Any, many: bool) -> None:
-        sent.append(SentStatement(text, parameters, many))
+    def record(_conn: Any, _cursor: Any, sql: str, parameters: Any, _ctx: Any, many: bool) -> None:
+        sent.append(SentStatement(sql, parameters, many))
 
     event.listen(engine, "before_cursor_execute", record)
     return sent
