@@ -19,6 +19,7 @@ from sqlalchemy.pool import QueuePool
 
 from scheduler_app import runs
 from scheduler_app.batch_writer import BatchWriter
+from scheduler_app.checkpoint import WalCheckpointer
 from scheduler_app.clock import Clock
 from scheduler_app.db import SessionFactory, create_db_engine, create_session_factory, describe_url
 from scheduler_app.errors import ConfigError
@@ -58,6 +59,7 @@ class Runtime:
     admin_token: str
     executor: RegistryExecutor
     scheduler: OffLoopScheduler
+    checkpointer: WalCheckpointer | None = None
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
@@ -77,6 +79,8 @@ class Runtime:
         """
         specs = job_specs(settings, registry)  # a bad jobs list stops start-up before any change
         engine = create_db_engine(settings.database_url)
+        # Before the first connection, which would otherwise checkpoint on its commits.
+        checkpointer = WalCheckpointer.attach(engine)
         await asyncio.to_thread(upgrade_database, engine)
         sessions = create_session_factory(engine)
         mail = build_mail_backend(settings.mail)
@@ -96,6 +100,7 @@ class Runtime:
             admin_token=resolve_admin_token(settings),
             executor=executor,
             scheduler=build_scheduler(settings, engine, executor),
+            checkpointer=checkpointer,
         )
         # Started paused so that recovery and reconciling see the store before any job runs; a
         # process with the scheduler disabled stays paused: it stores jobs but never runs them.
@@ -106,6 +111,8 @@ class Runtime:
             await runtime.recover()
             runtime.scheduler.resume()
             runtime._sweeper = asyncio.create_task(runtime._sweep(), name="reminder-recovery")
+        if checkpointer is not None:
+            checkpointer.start()
         runtime._listen_for_sighup()
         logger.info(
             "scheduler-app started: database %s, mail backend %s, scheduler %s, %d cron job(s)",
@@ -139,6 +146,8 @@ class Runtime:
         if not await self.scheduler.finish_pass(timeout_s):
             logger.warning("a pass over the job store did not finish in %ss", timeout_s)
         await asyncio.to_thread(self.writer.stop)
+        if self.checkpointer is not None:
+            await asyncio.to_thread(self.checkpointer.stop)
         await self.mail.close()
         if not await _connections_returned(self.engine, timeout_s):
             logger.warning("a database connection was still in use after %ss", timeout_s)
