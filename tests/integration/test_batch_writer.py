@@ -178,12 +178,12 @@ def test_concurrent_requests_with_one_idempotency_key_create_one_reminder(
     subscriptions = asyncio.run(all_at_once())
 
     keyed = subscriptions[:5]
-    assert len({s.reminder.id for s in keyed}) == 1
+    assert len({s.reminder_id for s in keyed}) == 1
     assert [s.replayed for s in keyed].count(False) == 1
     assert len({s.cancel_token for s in keyed}) == 1
     with Session(engine) as session:
         stored = set(session.scalars(select(Reminder.id)))
         jobs = set(session.scalars(select(JOBS.c.id)))
-    assert stored == {s.reminder.id for s in subscriptions}
+    assert stored == {s.reminder_id for s in subscriptions}
     assert len(stored) == 6
     assert jobs == {f"reminder:{reminder_id}" for reminder_id in stored}

@@ -30,10 +30,10 @@ def store_reminder_without_job(settings: Settings, due: datetime) -> str:
         [subscription] = reminders.subscribe_all(
             session, [reminders.SubscribeRequest(request, created_at, due, settings.reminders)]
         )
-        session.execute(delete(JOBS).where(JOBS.c.id == reminder_job_id(subscription.reminder.id)))
+        session.execute(delete(JOBS).where(JOBS.c.id == reminder_job_id(subscription.reminder_id)))
         session.commit()
     engine.dispose()
-    return subscription.reminder.id
+    return subscription.reminder_id
 
 
 def test_a_reminder_that_lost_its_job_is_delivered_at_start(settings: Settings) -> None:
