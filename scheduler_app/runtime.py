@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 from apscheduler.schedulers.base import STATE_RUNNING
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.pool import QueuePool
 
@@ -151,6 +151,10 @@ class Runtime:
         await self.mail.close()
         if not await _connections_returned(self.engine, timeout_s):
             logger.warning("a database connection was still in use after %ss", timeout_s)
+        # Disposing closes the connections in the pool only. One that comes back later (from a
+        # worker thread that outlived the wait above) or that is opened after is closed on its
+        # return, instead of staying open in a pool that nobody uses any more.
+        event.listen(self.engine, "checkin", _close_connection)
         self.engine.dispose()
         logger.info("scheduler-app stopped")
 
@@ -269,6 +273,11 @@ async def _connections_returned(engine: Engine, timeout_s: float) -> bool:
             return False
         await asyncio.sleep(0.02)
     return True
+
+
+def _close_connection(dbapi_connection: Any, _record: Any) -> None:
+    if dbapi_connection is not None:
+        dbapi_connection.close()
 
 
 def job_specs(settings: Settings, registry: Mapping[str, RegisteredJob]) -> list[CronJobSpec]:

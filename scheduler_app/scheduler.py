@@ -184,10 +184,16 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 class QuarantiningJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
     """A SQLAlchemyJobStore that sets undecodable jobs aside instead of deleting them, and
-    removes the one-off jobs that a pass submitted in one statement at the end of the pass."""
+    removes the one-off jobs that a pass submitted in one statement at the end of the pass.
+
+    An engine passed in stays its owner's to dispose of: APScheduler's store disposes of it on
+    shutdown, which orphaned the connections still checked out (a delivery finishing, a worker
+    thread) in a pool that nobody closes, where the owner's wait for them could not see them.
+    """
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+        self._owns_engine = "engine" not in options
         # The thread of the pass under way, the stored run time of each due job it read, and
         # the submitted jobs it will remove.
         self._pass_thread: int | None = None
@@ -197,6 +203,10 @@ class QuarantiningJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
     def start(self, scheduler: Any, alias: str) -> None:
         super().start(scheduler, alias)
         create_listing_index(self.engine, self.jobs_t)
+
+    def shutdown(self) -> None:
+        if self._owns_engine:
+            super().shutdown()
 
     def get_due_jobs(self, now: datetime) -> list[Job]:
         # A pass starts with this call and ends with get_next_run_time (APScheduler's order).

@@ -77,3 +77,17 @@ def test_stop_waits_for_a_database_read_under_way_then_closes_every_connection(
             if not stopping.is_alive() and stopping.ident is None:
                 client.__exit__(None, None, None)
         wait_until(lambda: backends(url) == 0 or None, timeout_s=5)
+
+
+def test_a_connection_returned_after_stop_is_closed(tmp_path: Path) -> None:
+    with fresh_postgres_database() as url:
+        settings = make_settings(tmp_path, url, scheduler={"shutdown_timeout_s": 0.2})
+        with TestClient(create_app(settings)) as client:
+            runtime = client.app_state["runtime"]
+            # What a worker thread that outlives the stop holds: stop waits for it, gives up
+            # after the shutdown timeout and disposes of the engine; the thread returns it later.
+            late = runtime.engine.connect()
+            late.execute(text("SELECT 1"))
+        assert backends(url) == 1
+        late.close()
+        wait_until(lambda: backends(url) == 0 or None, timeout_s=5)
