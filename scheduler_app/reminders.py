@@ -160,6 +160,7 @@ _JOB_COLUMNS = ("id", "next_run_time", "job_state")
 def _insert(session: Session, new_rows: list[dict[str, Any]]) -> None:
     if not new_rows:
         return
+    # Every new row starts as a copy of _EMPTY_ROW, so its values are in _COLUMNS' order.
     insert_rows(session, _REMINDERS, _COLUMNS, [tuple(row.values()) for row in new_rows])
     # In the same transaction: a reminder is never stored without its job, nor the reverse.
     jobs = [reminder_job_row(row["id"], row["remind_at"]) for row in new_rows]
