@@ -12,6 +12,7 @@ anyone.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -22,7 +23,8 @@ CHECKPOINT_INTERVAL_S = 0.5
 
 
 class WalCheckpointer:
-    """Checkpoints a SQLite engine's write-ahead log every interval_s, in a daemon thread.
+    """Checkpoints a SQLite engine's write-ahead log, in a daemon thread: every interval_s in
+    which the log file changed.
 
     Attach it before the engine's first connection: from then on the engine's connections leave
     checkpoints to it, and the log grows until `start` is called. `stop` runs a last checkpoint.
@@ -67,15 +69,28 @@ class WalCheckpointer:
         return int(log_frames), int(copied_frames)
 
     def _work(self) -> None:
+        checkpointed: tuple[int, int] | None = None
         while True:
             stopping = self._stopping.wait(self._interval_s)
-            try:
-                self.checkpoint()
-            except Exception:
-                # The next interval tries again; until then the log grows, nothing is lost.
-                logger.exception("SQLite checkpoint failed; retrying in %ss", self._interval_s)
+            # An idle service writes nothing: a look at the log file, not a checkpoint, tells.
+            log = self._log_file_state()
+            if log != checkpointed or stopping:
+                try:
+                    self.checkpoint()
+                    checkpointed = log
+                except Exception:
+                    # The next interval tries again; until then the log grows, nothing is lost.
+                    logger.exception("SQLite checkpoint failed; retrying in %ss", self._interval_s)
             if stopping:
                 return
+
+    def _log_file_state(self) -> tuple[int, int] | None:
+        """The write-ahead log file's modification time and size; None while there is none."""
+        try:
+            state = os.stat(f"{self._engine.url.database}-wal")
+        except OSError:
+            return None
+        return state.st_mtime_ns, state.st_size
 
 
 def _no_automatic_checkpoints(dbapi_connection: Any, _record: Any) -> None:

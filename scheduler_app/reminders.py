@@ -160,8 +160,8 @@ _JOB_COLUMNS = ("id", "next_run_time", "job_state")
 def _insert(session: Session, new_rows: list[dict[str, Any]]) -> None:
     if not new_rows:
         return
-    # Every new row starts as a copy of _EMPTY_ROW, so its values are in _COLUMNS' order.
-    insert_rows(session, _REMINDERS, _COLUMNS, [tuple(row.values()) for row in new_rows])
+    values = [tuple(row[column] for column in _COLUMNS) for row in new_rows]
+    insert_rows(session, _REMINDERS, _COLUMNS, values)
     # In the same transaction: a reminder is never stored without its job, nor the reverse.
     jobs = [reminder_job_row(row["id"], row["remind_at"]) for row in new_rows]
     insert_rows(session, JOBS, _JOB_COLUMNS, [tuple(job[c] for c in _JOB_COLUMNS) for job in jobs])

@@ -90,7 +90,8 @@ async def subscribe(
     # Validated once from the reminder's row and answered as is: the route's busiest path
     # skips FastAPI's second validation of the response model.
     fields = {name: row[name] for name in _PUBLIC_FIELDS}
-    created = ReminderCreated.model_validate({**fields, "cancel_token": subscription.cancel_token})
+    fields["cancel_token"] = subscription.cancel_token
+    created = ReminderCreated.model_validate(fields)
     return Response(
         created.model_dump_json(),
         status_code=status.HTTP_201_CREATED,

@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 from scheduler_app.checkpoint import WalCheckpointer
 from scheduler_app.db import create_db_engine
+from tests.support import sent_statements, wait_until
 
 MIB = 2**20
 
@@ -80,3 +81,20 @@ def test_the_running_checkpointer_copies_the_log_and_returns_its_connection(
 def test_only_sqlite_has_a_checkpointer() -> None:
     engine = create_db_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
     assert WalCheckpointer.attach(engine) is None
+
+
+def test_an_idle_database_is_not_checkpointed_again(engine: Engine, database: Path) -> None:
+    checkpointer = WalCheckpointer.attach(engine, interval_s=0.02)
+    assert checkpointer is not None
+    write_mebibytes(engine, 1)
+    checkpointer.start()
+    try:
+        wait_until(lambda: database.stat().st_size > MIB)
+        sent = sent_statements(engine)
+        time.sleep(0.3)  # fifteen intervals with nothing written
+        assert not [statement for statement in sent if "wal_checkpoint" in statement.text]
+
+        write_mebibytes(engine, 1)
+        wait_until(lambda: any("wal_checkpoint" in statement.text for statement in sent))
+    finally:
+        checkpointer.stop()
