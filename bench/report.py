@@ -68,6 +68,25 @@ ROWS: list[tuple[str, str, float, int]] = [
 ]
 
 
+def _cpu_against_paired_limit(figures: dict[str, Any]) -> str | None:
+    """The shown attempt's CPU seconds (every actor) over those of the limit right after it,
+    beside its drain over that limit's drain: on a machine whose cores are all busy, the two
+    ratios move together."""
+    cpu, limit_cpu = figures.get("cpu_s_by_actor"), figures.get("paired_limit_cpu_s_by_actor")
+    attempts = figures.get("drain_s_per_attempt") or []
+    paired = figures.get("paired_limit_drain_s_per_attempt") or []
+    drain = figures.get("drain_s")
+    if not (cpu and limit_cpu and drain in attempts and len(paired) == len(attempts)):
+        return None
+    limit_drain = paired[attempts.index(drain)]
+    if not limit_drain:
+        return None
+    return (
+        f"the shown attempt against the limit right after it: CPU seconds "
+        f"{sum(cpu.values()) / sum(limit_cpu.values()):.2f}x, drain {drain / limit_drain:.2f}x"
+    )
+
+
 def _load(directory: Path) -> list[dict[str, Any]]:
     results = []
     for path in sorted(directory.glob("*.json")):
@@ -167,6 +186,9 @@ def render(results: list[dict[str, Any]]) -> str:
                     "the limit's right after it: "
                     f"{_by_actor(figures['paired_limit_cpu_s_by_actor'])}"
                 )
+            against = _cpu_against_paired_limit(figures)
+            if against:
+                extra.append(against)
             if figures.get("drain_stopped_because"):
                 extra.append(f"drain wait stopped: {figures['drain_stopped_because']}")
             counts = figures.get("target_status_counts")
