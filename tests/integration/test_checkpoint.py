@@ -69,9 +69,7 @@ def test_the_running_checkpointer_copies_the_log_and_returns_its_connection(
     checkpointer.start()
     try:
         write_mebibytes(engine, 3)
-        deadline = time.monotonic() + 3
-        while database.stat().st_size < 3 * MIB and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: database.stat().st_size > 3 * MIB, timeout_s=3)
         assert database.stat().st_size > 3 * MIB
     finally:
         checkpointer.stop()
