@@ -116,6 +116,8 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         self._deferred: dict[str, tuple[Job, list[datetime]]] = {}
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Called once when no more than the given number of jobs wait for a slot.
+        self._when_few_waiting: tuple[int, Callable[[], None]] | None = None
 
     def start(self, scheduler: Any, alias: str) -> None:
         super().start(scheduler, alias)
@@ -195,10 +197,23 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
 
+    def waiting(self) -> int:
+        """How many submitted jobs wait for a slot to run."""
+        return len(self._queued)
+
+    def call_when_waiting_at_most(self, count: int, callback: Callable[[], None]) -> None:
+        """Call callback (on the loop, once) as soon as no more than count jobs wait for a
+        slot; it replaces a callback asked for earlier."""
+        self._when_few_waiting = (count, callback)
+
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if self._queued:
             self._start_queued()
+        if self._when_few_waiting is not None and len(self._queued) <= self._when_few_waiting[0]:
+            callback = self._when_few_waiting[1]
+            self._when_few_waiting = None
+            callback()
 
     async def _run(self, job: Job, run_times: list[datetime], skipped: list[datetime]) -> None:
         events: list[JobExecutionEvent] = []

@@ -1,11 +1,12 @@
 """A burst of due jobs is read from the job store in passes of a bounded size, each followed by
-the next at once, and every job of the burst runs once."""
+the next as soon as the executor has few of them waiting, and every job of the burst runs once."""
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from scheduler_app import scheduler
 from scheduler_app.app import create_app
+from scheduler_app.runtime import Runtime
 from tests.support import (
     make_settings,
     outbox_messages,
@@ -68,6 +70,38 @@ def test_every_job_of_a_burst_larger_than_a_pass_runs_once(
             )
         )
 
+    counts = Counter(reminder_ids(sent))
+    assert set(counts) == {job_id.removeprefix("reminder:") for job_id in job_ids}
+    assert set(counts.values()) == {1}
+
+
+def test_a_burst_is_read_from_the_store_as_the_executor_works_it_off(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waiting_limit = 4
+    monkeypatch.setattr(scheduler, "DUE_PER_PASS", PER_PASS)
+    monkeypatch.setattr(scheduler, "WAITING_BEFORE_NEXT_PASS", waiting_limit)
+    settings = make_settings(tmp_path, database_url, scheduler={"max_concurrent_jobs": 1})
+    with TestClient(create_app(settings)):
+        pass  # creates the schema and the job table
+    burst = 6 * PER_PASS
+    due = datetime.now(UTC) - timedelta(seconds=1)
+    job_ids = seed_reminder_jobs(database_url, [due] * burst)
+
+    most_waiting = 0
+
+    def all_sent() -> list[Any] | None:
+        nonlocal most_waiting
+        most_waiting = max(most_waiting, runtime.executor.waiting())
+        sent = outbox_messages(tmp_path / "outbox")
+        return sent if len(sent) >= burst else None
+
+    with TestClient(create_app(settings)) as client:
+        runtime: Runtime = client.app_state["runtime"]
+        sent = wait_until(all_sent, interval_s=0.001)
+
+    # One job at a time works the burst off: read all at once, nearly all of it would wait.
+    assert 0 < most_waiting <= waiting_limit + PER_PASS
     counts = Counter(reminder_ids(sent))
     assert set(counts) == {job_id.removeprefix("reminder:") for job_id in job_ids}
     assert set(counts.values()) == {1}
