@@ -169,7 +169,7 @@ class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
             and executor.waiting() > WAITING_BEFORE_NEXT_PASS
         ):
             executor.call_when_waiting_at_most(WAITING_BEFORE_NEXT_PASS, self._resume_passes)
-            # Only should no job finish meanwhile (all slots held by long jobs).
+            # A fallback in case no job finishes meanwhile (every slot held by a long job).
             wait_seconds = STORE_RETRY_S
         self._start_timer(wait_seconds)
 
