@@ -6,9 +6,10 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import pytest
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, QueuePool, event, func, select
 from sqlalchemy.orm import Session
 
 from scheduler_app import reminders, runs
@@ -93,6 +94,28 @@ def test_the_writer_goes_on_after_its_connections_were_cut_during_a_pause(
     asyncio.run(one("after"))
 
     assert stored_runs(engine) == 2
+
+
+def test_the_writer_keeps_one_connection_between_batches_and_gives_it_back_on_stop(
+    engine: Engine,
+) -> None:
+    checkouts: list[None] = []
+    event.listen(engine, "checkout", lambda *_: checkouts.append(None))
+    writer = BatchWriter(create_session_factory(engine))
+    writer.start()
+
+    async def one_after_another() -> None:
+        for label in range(5):
+            await writer.run(start_run(str(label)))  # each alone in its batch
+
+    try:
+        asyncio.run(one_after_another())
+        # A checkout pings the server first on PostgreSQL: one per batch cost a round trip each.
+        assert len(checkouts) == 1
+        assert stored_runs(engine) == 5
+    finally:
+        writer.stop()
+    assert cast(QueuePool, engine.pool).checkedout() == 0
 
 
 def test_a_stopped_writer_refuses_new_steps(engine: Engine) -> None:
