@@ -72,12 +72,10 @@ class BatchWriter:
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        # On PostgreSQL, kept from one batch to the next: taking a connection from the pool for
-        # each batch pinged the server first (the engine's pre-ping), a sixth of the writer's
-        # time in a storm. Given back after a failed batch, so that the next batch takes a
-        # connection the pool has checked. Not on SQLite, where a checkout costs no ping and
-        # a kept connection made POST /subscribe slower with a million reminders stored.
-        self._keep_connection = engine.dialect.name != "sqlite"
+        # Kept from one batch to the next: taking a connection from the pool for each batch
+        # pinged the server first on PostgreSQL (the engine's pre-ping), a sixth of the
+        # writer's time in a storm. Given back after a failed batch, so that the next batch
+        # takes a connection the pool has checked.
         self._connection: Connection | None = None
 
     def start(self) -> None:
@@ -154,8 +152,6 @@ class BatchWriter:
                 results = self._run_batch(batch, session)
                 committing = True
                 session.commit()
-            if not self._keep_connection:
-                self._give_back_connection()
         except Exception as exc:
             lost = self._connection is not None and self._connection.invalidated
             self._give_back_connection()

@@ -97,10 +97,8 @@ def test_the_writer_goes_on_after_its_connections_were_cut_during_a_pause(
 
 
 def test_the_writer_keeps_one_connection_between_batches_and_gives_it_back_on_stop(
-    database_url: str, engine: Engine
+    engine: Engine,
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("on SQLite a checkout costs no ping, and the writer takes one per batch")
     checkouts: list[None] = []
     event.listen(engine, "checkout", lambda *_: checkouts.append(None))
     writer = BatchWriter(create_session_factory(engine))
