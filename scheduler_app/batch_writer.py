@@ -140,11 +140,11 @@ class BatchWriter:
             if stopping:
                 return
 
-    def _commit(self, batch: list[_Step[Any]], *, kept: bool = True) -> None:
+    def _commit(self, batch: list[_Step[Any]]) -> None:
+        kept = self._connection is not None
         committing = False
         try:
             if self._connection is None:
-                kept = False
                 self._connection = self._engine.connect()
             # Bound to a connection outside any transaction, the session begins and commits
             # one of its own on it.
@@ -159,7 +159,7 @@ class BatchWriter:
                 # The kept connection died after the last batch (a database restart, an idle
                 # timeout): nothing of this batch was written, so it runs again on a
                 # connection that the pool checks first.
-                self._commit(batch, kept=False)
+                self._commit(batch)  # the connection was given back: this takes a new one
                 return
             if len(batch) == 1:
                 _settle(batch, [], exc)
