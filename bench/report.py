@@ -59,6 +59,12 @@ ROWS: list[tuple[str, str, float, int]] = [
     ("subscribe_with_pending_p50_s", "POST /subscribe with N pending p50 (ms)", 1000, 1),
     ("with_pending_wrk_requests_per_s", "enqueue with N pending (wrk): requests/s", 1, 0),
     ("with_pending_wrk_latency_p99_s", "enqueue with N pending (wrk): p99 (ms)", 1000, 1),
+    (
+        "enqueue_with_pending_over_empty_median",
+        "enqueue with N pending / an empty database, alternating wrk runs (median)",
+        1,
+        2,
+    ),
     ("idle_cpu_percent", "CPU while idle with N pending, 65 s (% of one core)", 1, 1),
     ("burst_on_backlog_delivered", "burst of 1,000 due at once on the backlog: delivered", 1, 0),
     ("burst_on_backlog_duplicated", "burst on the backlog: duplicated", 1, 0),

@@ -9,13 +9,16 @@ for the baseline the pickled Job that its add_job stores (send_reminder with its
 arguments, the scheduler's defaults). Then: start-up time with N pending, GET /jobs first page
 and a page 90 % deep, POST /subscribe latency, CPU use while idle (65 s), peak RSS, and last
 a burst of reminders due at one instant on top of the backlog: its delivery should cost what the
-same burst costs on an empty database, not grow with what else is pending.
+same burst costs on an empty database, not grow with what else is pending. After that, the enqueue
+rate with the backlog against an empty database's, in alternating pairs of wrk runs.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import pickle
+import statistics
 import subprocess
 import time
 import uuid
@@ -47,6 +50,16 @@ WRK_DURATION_S = 5.0 if quick() else 10.0
 # Reminders posted due at one instant on top of the backlog, once the rest is measured.
 BURST = 100 if quick() else 1_000
 BURST_FIGURES = ("delivered", "lost", "duplicated", "fire_lag_p50_s", "fire_lag_p99_s")
+# The enqueue rate with the backlog is set beside an empty database's in alternating runs: this
+# machine's speed drifts by more than the 20 % in question between runs an hour apart.
+ENQUEUE_PAIRS = 1 if quick() else 3
+SETTLE_S = 1.0
+SUBSCRIBE_BODY = {
+    "email": "bench@example.com",
+    "delay_seconds": 2592000,
+    "subject": "Bench",
+    "message": "A benchmark reminder.",
+}
 
 
 def _due_times(count: int) -> list[datetime]:
@@ -314,11 +327,7 @@ def scale_run(run: Run, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
             else:
                 deep_path = f"/jobs?limit=50&offset={depth}"
             deep = _timed(server, "GET", deep_path, 10)
-            body = (
-                b'{"email": "bench@example.com", "delay_seconds": 2592000, '
-                b'"subject": "Bench", "message": "A benchmark reminder."}'
-            )
-            posted = _timed(server, "POST", "/subscribe", 20, body)
+            posted = _timed(server, "POST", "/subscribe", 20, json.dumps(SUBSCRIBE_BODY).encode())
             for name, timing in (
                 ("jobs_first_page", first),
                 ("jobs_deep_page", deep),
@@ -330,17 +339,7 @@ def scale_run(run: Run, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
                 figures[f"{name}_statuses"] = timing["statuses"]
             # The enqueue rate with this many pending, to set beside the enqueue scenario's
             # (empty database, same wrk command).
-            loaded = wrk(
-                server.url + "/subscribe",
-                WRK_DURATION_S,
-                {
-                    "email": "bench@example.com",
-                    "delay_seconds": 2592000,
-                    "subject": "Bench",
-                    "message": "A benchmark reminder.",
-                },
-                run.directory,
-            )
+            loaded = wrk(server.url + "/subscribe", WRK_DURATION_S, SUBSCRIBE_BODY, run.directory)
             figures.update({f"with_pending_{key}": value for key, value in loaded.items()})
             # Idle: nothing is due, yet scheduler_app's recovery pass runs every
             # scheduler.recovery_interval_s (60 s); this window holds at least one.
@@ -358,4 +357,44 @@ def scale_run(run: Run, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
         finally:
             server.stop()
             figures["peak_rss_mb"] = max(server.peak_rss, default=0) / 2**20 or None
+        if isinstance(server, SchedulerApp):
+            params["enqueue_pairs"] = (
+                f"{ENQUEUE_PAIRS} pairs of the same wrk command, each on a fresh start: a new "
+                "empty database and the seeded one, in alternating order"
+            )
+            figures.update(_enqueue_against_empty(run, server, sink_port))
     return params, figures
+
+
+def _enqueue_against_empty(run: Run, seeded: Server, sink_port: int) -> dict[str, Any]:
+    """wrk's POST /subscribe rate with the backlog over an empty database's, in pairs of runs a
+    minute apart; the order within a pair alternates so that a drifting machine favours neither."""
+    pending_rates: list[float] = []
+    empty_rates: list[float] = []
+    for pair in range(ENQUEUE_PAIRS):
+        with database(run.db, run.directory, f"{run.target}-empty-{pair}") as url:
+            empty = TARGETS[run.target](run.directory, url, sink_port)
+            runs = [(seeded, pending_rates), (empty, empty_rates)]
+            for server, rates in runs if pair % 2 else reversed(runs):
+                rates.append(_wrk_rate(run, server))
+        log(
+            f"{run.target}: enqueue pair {pair + 1}: {pending_rates[-1]:.0f}/s with the backlog, "
+            f"{empty_rates[-1]:.0f}/s empty"
+        )
+    ratios = [pending / empty for pending, empty in zip(pending_rates, empty_rates, strict=True)]
+    return {
+        "enqueue_pairs_with_pending_per_s": pending_rates,
+        "enqueue_pairs_empty_per_s": empty_rates,
+        "enqueue_with_pending_over_empty": ratios,
+        "enqueue_with_pending_over_empty_median": statistics.median(ratios),
+    }
+
+
+def _wrk_rate(run: Run, server: Server) -> float:
+    server.start()
+    try:
+        time.sleep(SETTLE_S)
+        figures = wrk(server.url + "/subscribe", WRK_DURATION_S, SUBSCRIBE_BODY, run.directory)
+    finally:
+        server.stop()
+    return float(figures["wrk_requests_per_s"])
