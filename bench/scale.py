@@ -97,6 +97,7 @@ def seed_scheduler_app(database_url: str, count: int) -> None:
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from sqlalchemy import create_engine, insert
 
+    from scheduler_app.ids import new_id
     from scheduler_app.models import Reminder, ReminderStatus
     from scheduler_app.scheduler import JOBS, JOBS_TABLE, create_listing_index, reminder_job_row
 
@@ -111,7 +112,7 @@ def seed_scheduler_app(database_url: str, count: int) -> None:
         for begin in range(0, count, CHUNK):
             reminder_rows, job_rows = [], []
             for i, due in enumerate(due_times[begin : begin + CHUNK], start=begin):
-                reminder_id = str(uuid.uuid4())
+                reminder_id = new_id()
                 reminder_rows.append(
                     {
                         "id": reminder_id,

@@ -9,7 +9,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -21,6 +20,7 @@ from scheduler_app.batch_writer import Grouped
 from scheduler_app.bulk import insert_rows
 from scheduler_app.clock import as_utc
 from scheduler_app.errors import Conflict, Forbidden, InvalidField, NotFound
+from scheduler_app.ids import new_id
 from scheduler_app.models import Reminder, ReminderStatus
 from scheduler_app.scheduler import JOBS, reminder_job_row
 from scheduler_app.schemas import ReminderCreate
@@ -128,7 +128,7 @@ def subscribe_all(session: Session, requests: list[SubscribeRequest]) -> list[Su
                 continue
         if isinstance(item.due, InvalidField):
             raise item.due
-        reminder_id = str(uuid.uuid4())
+        reminder_id = new_id()
         token = _cancel_token(reminder_id, key)
         row = {
             **_EMPTY_ROW,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from scheduler_app.batch_writer import Grouped
 from scheduler_app.bulk import insert_rows, update_rows
+from scheduler_app.ids import new_id
 from scheduler_app.models import JobRun, RunOutcome
 
 MAX_TEXT_LENGTH = 4000
@@ -30,7 +30,7 @@ class RunStart:
     started_at: datetime
     manual: bool = False
     # Chosen by the caller, so that it can finish the run without waiting for the start.
-    run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    run_id: str = field(default_factory=new_id)
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def record_missed(
     """Record each scheduled time as a missed run; return how many (the caller commits)."""
     runs = [
         JobRun(
-            id=str(uuid.uuid4()),
+            id=new_id(),
             job_id=job_id,
             job=job,
             scheduled_for=scheduled_for,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,13 @@ def test_subscribe_answers_201_with_the_reminder(client: TestClient) -> None:
     assert before + timedelta(seconds=60) <= due <= datetime.now(UTC) + timedelta(seconds=60)
     assert len(body["cancel_token"]) >= 32
     assert response.headers["Location"] == f"/reminders/{body['id']}"
+
+
+def test_reminder_ids_are_uuids_that_grow_with_creation_time(client: TestClient) -> None:
+    # Rows written one after the other then share the pages of the primary-key index.
+    ids = [subscribe(client)["id"] for _ in range(20)]
+    assert [uuid.UUID(reminder_id).version for reminder_id in ids] == [7] * 20
+    assert ids == sorted(ids)
 
 
 def test_remind_at_with_an_offset_is_stored_in_utc(client: TestClient) -> None:
