@@ -96,3 +96,51 @@ def test_an_idle_database_is_not_checkpointed_again(engine: Engine, database: Pa
         wait_until(lambda: any("wal_checkpoint" in statement.text for statement in sent))
     finally:
         checkpointer.stop()
+
+
+def write_steadily(engine: Engine, commits: int) -> None:
+    """Like a busy database writer: commits of 64 KiB with short pauses, keeping the table small."""
+    with engine.connect() as connection:
+        connection.exec_driver_sql("CREATE TABLE IF NOT EXISTS blobs (data BLOB)")
+        connection.commit()
+        for _ in range(commits):
+            connection.exec_driver_sql("INSERT INTO blobs VALUES (randomblob(65536))")
+            connection.exec_driver_sql(
+                "DELETE FROM blobs WHERE rowid < (SELECT max(rowid) - 4 FROM blobs)"
+            )
+            connection.commit()
+            time.sleep(0.002)
+
+
+@pytest.mark.parametrize(("restart_frames", "grows"), [(10**9, True), (256, False)])
+def test_under_steady_writes_the_log_is_restarted_once_past_its_mark(
+    engine: Engine, database: Path, restart_frames: int, grows: bool
+) -> None:
+    # Without restarts (the first case) passive checkpoints never let the log start over.
+    checkpointer = WalCheckpointer.attach(engine, interval_s=0.02, restart_frames=restart_frames)
+    assert checkpointer is not None
+    checkpointer.start()
+    try:
+        write_steadily(engine, 300)  # about 40 MiB of log in all
+    finally:
+        checkpointer.stop()
+    assert (wal_size(database) > 16 * MIB) is grows
+
+
+def test_a_restart_gives_up_while_a_reader_holds_older_frames(
+    engine: Engine, database: Path
+) -> None:
+    checkpointer = WalCheckpointer.attach(engine)
+    assert checkpointer is not None
+    write_mebibytes(engine, 1)
+    with engine.connect() as reader:
+        reader.exec_driver_sql("BEGIN")
+        reader.exec_driver_sql("SELECT count(*) FROM blobs").one()  # its snapshot ends here
+        write_mebibytes(engine, 1)
+        began = time.monotonic()
+        assert checkpointer.restart() is False
+        waited = time.monotonic() - began
+        reader.rollback()
+    assert waited < 2  # not the connections' 5 s busy timeout
+    assert checkpointer.restart() is True
+    write_mebibytes(engine, 1)  # writers go on
