@@ -28,14 +28,27 @@ def engine(database: Path) -> Iterator[Engine]:
     engine.dispose()
 
 
-def write_mebibytes(engine: Engine, count: int) -> None:
-    """count commits of 1 MiB each: 256 pages each, past SQLite's 1,000-page checkpoint mark."""
+def write_blobs(
+    engine: Engine, commits: int, size: int = MIB, pause_s: float = 0.0, keep: int | None = None
+) -> None:
+    """commits of one blob of size bytes each, pause_s apart; with keep, all but the last keep
+    blobs are deleted in each commit, so that the table stays small."""
     with engine.connect() as connection:
         connection.exec_driver_sql("CREATE TABLE IF NOT EXISTS blobs (data BLOB)")
         connection.commit()
-        for _ in range(count):
-            connection.exec_driver_sql("INSERT INTO blobs VALUES (randomblob(1048576))")
+        for _ in range(commits):
+            connection.exec_driver_sql("INSERT INTO blobs VALUES (randomblob(?))", (size,))
+            if keep is not None:
+                connection.exec_driver_sql(
+                    "DELETE FROM blobs WHERE rowid <= (SELECT max(rowid) - ? FROM blobs)", (keep,)
+                )
             connection.commit()
+            time.sleep(pause_s)
+
+
+def write_mebibytes(engine: Engine, count: int) -> None:
+    """count commits of 1 MiB each: 256 pages each, past SQLite's 1,000-page checkpoint mark."""
+    write_blobs(engine, count)
 
 
 def wal_size(database: Path) -> int:
@@ -98,20 +111,6 @@ def test_an_idle_database_is_not_checkpointed_again(engine: Engine, database: Pa
         checkpointer.stop()
 
 
-def write_steadily(engine: Engine, commits: int) -> None:
-    """Like a busy database writer: commits of 64 KiB with short pauses, keeping the table small."""
-    with engine.connect() as connection:
-        connection.exec_driver_sql("CREATE TABLE IF NOT EXISTS blobs (data BLOB)")
-        connection.commit()
-        for _ in range(commits):
-            connection.exec_driver_sql("INSERT INTO blobs VALUES (randomblob(65536))")
-            connection.exec_driver_sql(
-                "DELETE FROM blobs WHERE rowid < (SELECT max(rowid) - 4 FROM blobs)"
-            )
-            connection.commit()
-            time.sleep(0.002)
-
-
 @pytest.mark.parametrize(("restart_frames", "grows"), [(10**9, True), (256, False)])
 def test_under_steady_writes_the_log_is_restarted_once_past_its_mark(
     engine: Engine, database: Path, restart_frames: int, grows: bool
@@ -121,7 +120,8 @@ def test_under_steady_writes_the_log_is_restarted_once_past_its_mark(
     assert checkpointer is not None
     checkpointer.start()
     try:
-        write_steadily(engine, 300)  # about 40 MiB of log in all
+        # Like a busy database writer: commits of 64 KiB with short pauses.
+        write_blobs(engine, 300, size=64 * 1024, pause_s=0.002, keep=4)  # about 40 MiB of log
     finally:
         checkpointer.stop()
     assert (wal_size(database) > 16 * MIB) is grows
