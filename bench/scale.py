@@ -338,8 +338,8 @@ def scale_run(run: Run, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
                 figures[f"{name}_max_s"] = timing["max"]
                 figures[f"{name}_requests"] = timing["n"]
                 figures[f"{name}_statuses"] = timing["statuses"]
-            # The enqueue rate with this many pending, to set beside the enqueue scenario's
-            # (empty database, same wrk command).
+            # The enqueue rate right after start-up with this many pending; the comparison with
+            # an empty database is made in alternating pairs at the end.
             loaded = wrk(server.url + "/subscribe", WRK_DURATION_S, SUBSCRIBE_BODY, run.directory)
             figures.update({f"with_pending_{key}": value for key, value in loaded.items()})
             # Idle: nothing is due, yet scheduler_app's recovery pass runs every
