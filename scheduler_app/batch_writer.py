@@ -64,8 +64,7 @@ class BatchWriter:
 
     def __init__(self, sessions: SessionFactory, max_batch: int = MAX_BATCH) -> None:
         self._sessions = sessions
-        with sessions() as session:
-            engine = session.get_bind()
+        engine = sessions.kw.get("bind")
         if not isinstance(engine, Engine):
             raise TypeError("the database writer needs sessions bound to an engine")
         self._engine = engine

@@ -99,12 +99,12 @@ class WalCheckpointer:
         with self._engine.connect() as connection:
             sqlite = connection.connection.driver_connection
             assert sqlite is not None
-            waited = sqlite.execute("PRAGMA busy_timeout").fetchone()[0]
+            usual_ms = sqlite.execute("PRAGMA busy_timeout").fetchone()[0]
             sqlite.execute(f"PRAGMA busy_timeout={int(RESTART_WAIT_S * 1000)}")
             try:
                 busy = sqlite.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
             finally:
-                sqlite.execute(f"PRAGMA busy_timeout={int(waited)}")
+                sqlite.execute(f"PRAGMA busy_timeout={int(usual_ms)}")
         return not busy
 
     def _work(self) -> None:

@@ -127,9 +127,7 @@ def test_under_steady_writes_the_log_is_restarted_once_past_its_mark(
     assert (wal_size(database) > 16 * MIB) is grows
 
 
-def test_a_restart_gives_up_while_a_reader_holds_older_frames(
-    engine: Engine, database: Path
-) -> None:
+def test_a_restart_gives_up_while_a_reader_holds_older_frames(engine: Engine) -> None:
     checkpointer = WalCheckpointer.attach(engine)
     assert checkpointer is not None
     write_mebibytes(engine, 1)
