@@ -68,7 +68,8 @@ async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
     """FastAPI's 422, made safe for every input it echoes back.
 
     The default handler fails (and answers 500) when a rejected input is a non-finite number
-    (`1e999`, `NaN`: JSON has no such values) or bytes that are not UTF-8 (a text/plain body).
+    (`1e999`, `NaN`: JSON has no such values), bytes that are not UTF-8 (a text/plain body) or a
+    string holding a lone surrogate (`"\\ud800"`, which has no UTF-8 form).
     """
     assert isinstance(exc, RequestValidationError)
     return JSONResponse(
@@ -82,6 +83,9 @@ def _json_safe(value: object) -> object:
         return str(value)  # "inf", "-inf", "nan"
     if isinstance(value, bytes | bytearray):
         return bytes(value).decode("utf-8", errors="backslashreplace")
+    if isinstance(value, str):
+        # A lone surrogate (JSON's "\ud800") has no UTF-8 form: echoed as its escape instead.
+        return value.encode("utf-8", errors="backslashreplace").decode("utf-8")
     if isinstance(value, dict):
         return {key: _json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):

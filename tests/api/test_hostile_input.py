@@ -406,6 +406,11 @@ MULTIPART = (
             b'{"email": "ada@example.com", "email": ["x"], "delay_seconds": 60}',
             ("body", "email"),
         ),
+        (
+            "application/json",
+            b'{"email": "ada@example.com", "delay_seconds": 60, "subject": "\\ud800"}',
+            ("body", "subject"),
+        ),
     ],
     ids=[
         "text-plain-json",
@@ -431,6 +436,7 @@ MULTIPART = (
         "minus-infinity",
         "overflowing-float-as-subject",
         "duplicate-key",
+        "lone-surrogate",
     ],
 )
 def test_a_body_that_is_not_a_valid_json_object_is_422_with_a_message(
