@@ -6,7 +6,10 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
+from starlette.types import Message, Receive, Scope, Send
 
 from scheduler_app import reminders
 from scheduler_app.api.deps import AdminDep, BearerTokenDep, RuntimeDep, SessionDep, get_runtime
@@ -55,12 +58,6 @@ def _public(reminder: Reminder) -> ReminderPublic:
     return ReminderPublic.model_validate(reminder, from_attributes=True)
 
 
-@router.post(
-    "/subscribe",
-    status_code=status.HTTP_201_CREATED,
-    response_model=ReminderCreated,
-    responses={422: {"description": "A field is invalid; `detail[].loc` names it."}},
-)
 async def subscribe(
     body: ReminderCreate,
     request: Request,
@@ -98,6 +95,68 @@ async def subscribe(
         media_type="application/json",
         headers=headers,
     )
+
+
+class SubscribeRoute(APIRoute):
+    """POST /subscribe as declared, with a shorter way through for the usual request.
+
+    A body sent as `application/json` without an Idempotency-Key header is validated straight
+    from its bytes and handed to the endpoint: FastAPI's solving of the route's parameters took
+    about a third of the service's CPU time per reminder (py-spy, under wrk). Any other request,
+    or a body that does not validate, goes through the route as declared, so that FastAPI
+    answers it exactly as it always has; the OpenAPI schema is the declared route's too.
+    """
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not _plain_json_post(scope):
+            await super().handle(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        raw = await request.body()
+        try:
+            body = ReminderCreate.model_validate_json(raw)
+        except ValidationError:
+            await super().handle(scope, _replay(raw, receive), send)
+            return
+        response = await subscribe(body, request)
+        await response(scope, receive, send)
+
+
+def _plain_json_post(scope: Scope) -> bool:
+    if scope["method"] != "POST":
+        return False
+    content_type = None
+    for name, value in scope["headers"]:
+        if name == b"idempotency-key":
+            return False
+        if name == b"content-type":
+            content_type = value
+    return content_type == b"application/json"
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` for a body that was read already: the body once, then what the client sends."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+router.add_api_route(
+    "/subscribe",
+    subscribe,
+    methods=["POST"],
+    status_code=status.HTTP_201_CREATED,
+    response_model=ReminderCreated,
+    responses={422: {"description": "A field is invalid; `detail[].loc` names it."}},
+    route_class_override=SubscribeRoute,
+)
 
 
 @router.get("/reminders/{reminder_id}", response_model=ReminderPublic, responses=_AUTH_ERRORS)

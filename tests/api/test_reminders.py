@@ -94,6 +94,45 @@ def test_a_body_that_is_not_a_json_object_is_422(
     assert response.json()["detail"]
 
 
+# Each body is posted twice: as `application/json`, the media type clients send, and with a
+# charset parameter, which always takes the declared route. Both must be answered alike.
+SAME_ANSWER_BODIES = {
+    "valid": b'{"email": "ada@example.com", "delay_seconds": 60, "subject": "Tea"}',
+    "normalized-domain": b'{"email": "Ada@EXAMPLE.com", "delay_seconds": 60}',
+    "remind-at": b'{"email": "ada@example.com", "remind_at": "2999-01-01T09:00:00+01:00"}',
+    "remind-at-in-the-past": b'{"email": "ada@example.com", "remind_at": "2001-01-01T09:00Z"}',
+    "both-times": b'{"email": "ada@example.com", "delay_seconds": 6, "remind_at": "2999-01-01Z"}',
+    "number-as-string": b'{"email": "ada@example.com", "delay_seconds": "60"}',
+    "bool-as-number": b'{"email": "ada@example.com", "delay_seconds": true}',
+    "invalid-email": b'{"email": "ada@", "delay_seconds": 60}',
+    "missing-email": b'{"delay_seconds": 60}',
+    "extra-field": b'{"email": "ada@example.com", "delay_seconds": 60, "cc": "x"}',
+    "duplicate-key": b'{"email": "x@example.com", "email": "ada@example.com", "delay_seconds": 6}',
+    "nan": b'{"email": "ada@example.com", "delay_seconds": NaN}',
+    "lone-surrogate": b'{"email": "ada@example.com", "delay_seconds": 6, "subject": "\\ud800"}',
+    "line-break": b'{"email": "ada@example.com", "delay_seconds": 60, "subject": "a\\nb"}',
+    "not-json": b"email=ada@example.com",
+    "empty": b"",
+}
+# Differ from one reminder to the next whatever the route.
+OWN_FIELDS = {"id", "cancel_token", "created_at", "remind_at"}
+
+
+@pytest.mark.parametrize("body", SAME_ANSWER_BODIES.values(), ids=SAME_ANSWER_BODIES.keys())
+def test_subscribe_answers_alike_whatever_way_the_request_takes(
+    client: TestClient, body: bytes
+) -> None:
+    answers = []
+    for content_type in ("application/json", "application/json; charset=utf-8"):
+        response = client.post("/subscribe", content=body, headers={"Content-Type": content_type})
+        answer = response.json()
+        if response.status_code == 201:
+            assert response.headers["Location"] == f"/reminders/{answer['id']}"
+            answer = {name: value for name, value in answer.items() if name not in OWN_FIELDS}
+        answers.append((response.status_code, answer))
+    assert answers[0] == answers[1]
+
+
 def test_the_same_idempotency_key_returns_the_first_reminder(client: TestClient) -> None:
     headers = {"Idempotency-Key": "order-1234"}
     body = {"email": "ada@example.com", "delay_seconds": 600}
