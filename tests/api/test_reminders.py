@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from scheduler_app.api.reminders import _plain_json_post
 from tests.support import ADMIN
 
 
@@ -116,6 +117,19 @@ SAME_ANSWER_BODIES = {
 }
 # Differ from one reminder to the next whatever the route.
 OWN_FIELDS = {"id", "cancel_token", "created_at", "remind_at"}
+
+
+def test_only_the_usual_request_takes_the_shorter_way() -> None:
+    # Otherwise both posts of the test below would take one way, and it would prove nothing.
+    def scope(*headers: tuple[bytes, bytes], method: str = "POST") -> dict[str, Any]:
+        return {"method": method, "headers": list(headers)}
+
+    usual = (b"content-type", b"application/json")
+    assert _plain_json_post(scope(usual))
+    assert not _plain_json_post(scope((b"content-type", b"application/json; charset=utf-8")))
+    assert not _plain_json_post(scope(usual, (b"idempotency-key", b"order-1")))
+    assert not _plain_json_post(scope(usual, method="GET"))
+    assert not _plain_json_post(scope())
 
 
 @pytest.mark.parametrize("body", SAME_ANSWER_BODIES.values(), ids=SAME_ANSWER_BODIES.keys())

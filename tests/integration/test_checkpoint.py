@@ -32,7 +32,8 @@ def write_blobs(
     engine: Engine, commits: int, size: int = MIB, pause_s: float = 0.0, keep: int | None = None
 ) -> None:
     """commits of one blob of size bytes each, pause_s apart; with keep, all but the last keep
-    blobs are deleted in each commit, so that the table stays small."""
+    blobs are deleted in each commit, so that the table stays small. A commit of the default
+    1 MiB writes 256 pages, past SQLite's 1,000-page checkpoint mark in four."""
     with engine.connect() as connection:
         connection.exec_driver_sql("CREATE TABLE IF NOT EXISTS blobs (data BLOB)")
         connection.commit()
@@ -46,25 +47,20 @@ def write_blobs(
             time.sleep(pause_s)
 
 
-def write_mebibytes(engine: Engine, count: int) -> None:
-    """count commits of 1 MiB each: 256 pages each, past SQLite's 1,000-page checkpoint mark."""
-    write_blobs(engine, count)
-
-
 def wal_size(database: Path) -> int:
     return Path(f"{database}-wal").stat().st_size
 
 
 def test_without_the_checkpointer_a_commit_checkpoints(engine: Engine, database: Path) -> None:
     # The contrast that makes the next test mean something: SQLite's default restarts the log.
-    write_mebibytes(engine, 8)
+    write_blobs(engine, 8)
     assert wal_size(database) < 6 * MIB
 
 
 def test_commits_leave_the_log_to_the_checkpointer(engine: Engine, database: Path) -> None:
     checkpointer = WalCheckpointer.attach(engine)
     assert checkpointer is not None
-    write_mebibytes(engine, 8)
+    write_blobs(engine, 8)
     assert wal_size(database) > 8 * MIB  # every commit appended; none copied the log back
     assert database.stat().st_size < MIB
 
@@ -81,7 +77,7 @@ def test_the_running_checkpointer_copies_the_log_and_returns_its_connection(
     assert checkpointer is not None
     checkpointer.start()
     try:
-        write_mebibytes(engine, 3)
+        write_blobs(engine, 3)
         wait_until(lambda: database.stat().st_size > 3 * MIB, timeout_s=3)
         assert database.stat().st_size > 3 * MIB
     finally:
@@ -97,7 +93,7 @@ def test_only_sqlite_has_a_checkpointer() -> None:
 def test_an_idle_database_is_not_checkpointed_again(engine: Engine, database: Path) -> None:
     checkpointer = WalCheckpointer.attach(engine, interval_s=0.02)
     assert checkpointer is not None
-    write_mebibytes(engine, 1)
+    write_blobs(engine, 1)
     checkpointer.start()
     try:
         wait_until(lambda: database.stat().st_size > MIB)
@@ -105,7 +101,7 @@ def test_an_idle_database_is_not_checkpointed_again(engine: Engine, database: Pa
         time.sleep(0.3)  # fifteen intervals with nothing written
         assert not [statement for statement in sent if "wal_checkpoint" in statement.text]
 
-        write_mebibytes(engine, 1)
+        write_blobs(engine, 1)
         wait_until(lambda: any("wal_checkpoint" in statement.text for statement in sent))
     finally:
         checkpointer.stop()
@@ -130,15 +126,15 @@ def test_under_steady_writes_the_log_is_restarted_once_past_its_mark(
 def test_a_restart_gives_up_while_a_reader_holds_older_frames(engine: Engine) -> None:
     checkpointer = WalCheckpointer.attach(engine)
     assert checkpointer is not None
-    write_mebibytes(engine, 1)
+    write_blobs(engine, 1)
     with engine.connect() as reader:
         reader.exec_driver_sql("BEGIN")
         reader.exec_driver_sql("SELECT count(*) FROM blobs").one()  # its snapshot ends here
-        write_mebibytes(engine, 1)
+        write_blobs(engine, 1)
         began = time.monotonic()
         assert checkpointer.restart() is False
         waited = time.monotonic() - began
         reader.rollback()
     assert waited < 2  # not the connections' 5 s busy timeout
     assert checkpointer.restart() is True
-    write_mebibytes(engine, 1)  # writers go on
+    write_blobs(engine, 1)  # writers go on
