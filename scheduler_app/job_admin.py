@@ -15,7 +15,7 @@ from typing import Any, Literal
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import Row, Select, and_, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from scheduler_app import reminders
 from scheduler_app.cron import describe_crontab
@@ -34,8 +34,22 @@ def _is_reminder(job_id: str) -> bool:
     return job_id.startswith(REMINDER_JOB_PREFIX)
 
 
+@lru_cache(maxsize=1)
 def _listing() -> Select[Any]:
+    """Jobs with what a listing shows of them, their last run included: one statement, so that a
+    page costs one round trip to the database (a page answered during a burst of deliveries waits
+    for the interpreter lock at each one). Built once: building it took longer than running it."""
     reminder_id = func.substr(JOBS.c.id, len(REMINDER_JOB_PREFIX) + 1)
+    # The latest run by scheduled time, found through the (job_id, scheduled_for) index.
+    latest_run_id = (
+        select(JobRun.id)
+        .where(JobRun.job_id == JOBS.c.id)
+        .order_by(JobRun.scheduled_for.desc())
+        .limit(1)
+        .correlate(JOBS)
+        .scalar_subquery()
+    )
+    last_run = aliased(JobRun, name="last_run")
     return select(
         JOBS.c.id,
         JOBS.c.next_run_time,
@@ -47,10 +61,14 @@ def _listing() -> Select[Any]:
         Reminder.email,
         Reminder.subject,
         Reminder.remind_at,
+        last_run.id.label("last_run_id"),
+        last_run.outcome.label("last_run_outcome"),
+        last_run.scheduled_for.label("last_run_scheduled_for"),
+        last_run.finished_at.label("last_run_finished_at"),
     ).select_from(
-        JOBS.outerjoin(CronJob, CronJob.id == JOBS.c.id).outerjoin(
-            Reminder, Reminder.id == reminder_id
-        )
+        JOBS.outerjoin(CronJob, CronJob.id == JOBS.c.id)
+        .outerjoin(Reminder, Reminder.id == reminder_id)
+        .outerjoin(last_run, last_run.id == latest_run_id)
     )
 
 
@@ -99,15 +117,12 @@ def list_jobs(
         rows += session.execute(paused.order_by(JOBS.c.id).limit(limit + 1 - len(rows))).all()
 
     page, more = rows[:limit], len(rows) > limit
-    last_runs = _last_runs(session, [row.id for row in page])
     next_cursor = None
     if more:
         last = page[-1]
         state = _PAUSED if last.next_run_time is None else _SCHEDULED
         next_cursor = encode_cursor(state, last.next_run_time, last.id)
-    return JobsPage(
-        items=[_item(row, last_runs.get(row.id)) for row in page], next_cursor=next_cursor
-    )
+    return JobsPage(items=[_item(row) for row in page], next_cursor=next_cursor)
 
 
 def get_job(session: Session, job_id: str) -> JobDetail:
@@ -116,7 +131,7 @@ def get_job(session: Session, job_id: str) -> JobDetail:
     if row is None:
         raise NotFound(f"no scheduled job with id '{job_id}'")
     recent = list_runs(session, job_id=job_id, outcome=None, limit=RECENT_RUNS, cursor=None)
-    item = _item(row, _last_runs(session, [job_id]).get(job_id))
+    item = _item(row)
     return JobDetail(**item.model_dump(), recent_runs=recent.items)
 
 
@@ -231,32 +246,15 @@ def _set_operator_pause(session: Session, job_id: str, *, paused: bool, now: dat
         session.commit()
 
 
-def _last_runs(session: Session, job_ids: Sequence[str]) -> dict[str, LastRun]:
-    if not job_ids:
-        return {}
-    latest = (
-        select(JobRun.job_id, func.max(JobRun.scheduled_for).label("at"))
-        .where(JobRun.job_id.in_(job_ids))
-        .group_by(JobRun.job_id)
-        .subquery()
-    )
-    runs = session.scalars(
-        select(JobRun).join(
-            latest, and_(JobRun.job_id == latest.c.job_id, JobRun.scheduled_for == latest.c.at)
+def _item(row: Row[Any]) -> JobPublic:
+    last_run = None
+    if row.last_run_id is not None:
+        last_run = LastRun(
+            id=row.last_run_id,
+            outcome=row.last_run_outcome,
+            scheduled_for=row.last_run_scheduled_for,
+            finished_at=row.last_run_finished_at,
         )
-    )
-    return {
-        run.job_id: LastRun(
-            id=run.id,
-            outcome=run.outcome,
-            scheduled_for=run.scheduled_for,
-            finished_at=run.finished_at,
-        )
-        for run in runs
-    }
-
-
-def _item(row: Row[Any], last_run: LastRun | None) -> JobPublic:
     next_run = None if row.next_run_time is None else datetime.fromtimestamp(row.next_run_time, UTC)
     if _is_reminder(row.id):
         due = _utc_text(row.remind_at) if row.remind_at is not None else "unknown"

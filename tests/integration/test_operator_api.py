@@ -412,3 +412,21 @@ def test_the_jobs_command_line_drives_the_api(deployment: Deployment) -> None:
     unreachable = jobs_cli(url, "list")
     assert unreachable.returncode == 1
     assert "cannot reach" in unreachable.stderr
+
+
+def test_the_listing_shows_each_jobs_latest_run(api: httpx.Client) -> None:
+    def run_now() -> str:
+        run_id: str = api.post("/jobs/token-cleanup/run", headers=ADMIN).json()["run_id"]
+        wait_until(lambda: job(api, "token-cleanup")["recent_runs"][0]["finished_at"])
+        return run_id
+
+    first, latest = run_now(), run_now()
+    assert first != latest
+    listed = {
+        item["id"]: item for item in api.get("/jobs?kind=cron", headers=ADMIN).json()["items"]
+    }
+    assert listed["token-cleanup"]["last_run"]["id"] == latest
+    assert listed["token-cleanup"]["last_run"]["outcome"] == "success"
+    assert job(api, "token-cleanup")["last_run"]["id"] == latest
+    # Jobs that never ran list no last run.
+    assert all(item["last_run"] is None for key, item in listed.items() if key != "token-cleanup")
