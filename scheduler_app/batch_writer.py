@@ -14,6 +14,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -28,6 +29,13 @@ T = TypeVar("T")
 Item = TypeVar("Item")
 # Steps committed together at most; bounds how long one transaction holds its locks.
 MAX_BATCH = 256
+# While steps keep coming (the next one was queued within BUSY_WITHIN_S of the last commit),
+# the writer waits LINGER_S before taking a batch, so that it takes the steps queued meanwhile
+# too, as PostgreSQL's commit_delay does for its own commits. In a burst of 5,000 deliveries the
+# batches held about four deliveries each; waiting 2 ms cut the writer's CPU time by a quarter,
+# PostgreSQL's by a fifth and the drain by a sixth. A step after a quiet spell never waits.
+LINGER_S = 0.002
+BUSY_WITHIN_S = 0.005
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,13 +70,17 @@ class BatchWriter:
     so a failure only ever reaches the step that caused it.
     """
 
-    def __init__(self, sessions: SessionFactory, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, sessions: SessionFactory, max_batch: int = MAX_BATCH, linger_s: float = LINGER_S
+    ) -> None:
         self._sessions = sessions
         engine = sessions.kw.get("bind")
         if not isinstance(engine, Engine):
             raise TypeError("the database writer needs sessions bound to an engine")
         self._engine = engine
         self._max_batch = max_batch
+        self._linger_s = linger_s
+        self._last_commit_ended = float("-inf")
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         # Kept from one batch to the next: taking a connection from the pool for each batch
@@ -124,6 +136,8 @@ class BatchWriter:
             first = self._queue.get()
             if first is _STOP:
                 return
+            if time.monotonic() - self._last_commit_ended < BUSY_WITHIN_S:
+                time.sleep(self._linger_s)
             batch: list[_Step[Any]] = [first]
             stopping = False
             while len(batch) < self._max_batch:
@@ -136,6 +150,7 @@ class BatchWriter:
                     break
                 batch.append(step)
             self._commit(batch)
+            self._last_commit_ended = time.monotonic()
             if stopping:
                 return
 

@@ -210,3 +210,45 @@ def test_concurrent_requests_with_one_idempotency_key_create_one_reminder(
     assert stored == {s.reminder_id for s in subscriptions}
     assert len(stored) == 6
     assert jobs == {f"reminder:{reminder_id}" for reminder_id in stored}
+
+
+def test_a_step_after_a_quiet_spell_is_written_without_waiting(engine: Engine) -> None:
+    # A writer that waited before every batch would hold this step for a minute.
+    writer = BatchWriter(create_session_factory(engine), linger_s=60.0)
+    writer.start()
+
+    async def quiet_then_one() -> str:
+        await writer.run(start_run("first"))
+        await asyncio.sleep(0.05)  # longer than BUSY_WITHIN_S: the writer is idle again
+        return await asyncio.wait_for(writer.run(start_run("after a pause")), timeout=5)
+
+    try:
+        assert asyncio.run(quiet_then_one())
+    finally:
+        writer.stop()
+    assert stored_runs(engine) == 2
+
+
+def test_steps_that_keep_coming_wait_to_share_a_commit(engine: Engine) -> None:
+    commits: list[None] = []
+    writer = BatchWriter(create_session_factory(engine), linger_s=0.1)
+    writer.start()
+
+    async def staggered(offset_s: float) -> None:
+        # Each worker queues its next step a little after the others, as deliveries do once
+        # their messages are out: without waiting, the writer would commit each on its own.
+        for step in range(5):
+            await asyncio.sleep(offset_s)
+            await writer.run(start_run(f"{offset_s}-{step}"))
+
+    async def workers() -> None:
+        await writer.run(start_run("warm-up"))
+        event.listen(engine, "commit", lambda _connection: commits.append(None))
+        await asyncio.gather(*(staggered(0.02 * worker) for worker in range(4)))
+
+    try:
+        asyncio.run(workers())
+    finally:
+        writer.stop()
+    assert stored_runs(engine) == 21
+    assert len(commits) <= 10  # 20 steps from 4 workers: about one commit per round of 4
