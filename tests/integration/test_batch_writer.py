@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from sqlalchemy import Engine, QueuePool, event, func, select
 from sqlalchemy.orm import Session
 
 from scheduler_app import reminders, runs
-from scheduler_app.batch_writer import BatchWriter, Grouped
+from scheduler_app.batch_writer import BUSY_WITHIN_S, LINGER_S, BatchWriter, Grouped
 from scheduler_app.db import create_session_factory
 from scheduler_app.models import JobRun, Reminder, RunOutcome
 from scheduler_app.scheduler import JOBS, JOBS_TABLE, QuarantiningJobStore
@@ -25,12 +26,20 @@ NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 SUCCESS = RunOutcome.SUCCESS
 
 
+@contextlib.contextmanager
+def running_writer(engine: Engine, linger_s: float = LINGER_S) -> Iterator[BatchWriter]:
+    writer = BatchWriter(create_session_factory(engine), linger_s=linger_s)
+    writer.start()
+    try:
+        yield writer
+    finally:
+        writer.stop()
+
+
 @pytest.fixture
 def writer(engine: Engine) -> Iterator[BatchWriter]:
-    writer = BatchWriter(create_session_factory(engine))
-    writer.start()
-    yield writer
-    writer.stop()
+    with running_writer(engine) as writer:
+        yield writer
 
 
 def start_run(label: str) -> Callable[[Session], str]:
@@ -213,42 +222,33 @@ def test_concurrent_requests_with_one_idempotency_key_create_one_reminder(
 
 
 def test_a_step_after_a_quiet_spell_is_written_without_waiting(engine: Engine) -> None:
-    # A writer that waited before every batch would hold this step for a minute.
-    writer = BatchWriter(create_session_factory(engine), linger_s=60.0)
-    writer.start()
-
-    async def quiet_then_one() -> str:
+    async def quiet_then_one(writer: BatchWriter) -> str:
         await writer.run(start_run("first"))
-        await asyncio.sleep(0.05)  # longer than BUSY_WITHIN_S: the writer is idle again
+        await asyncio.sleep(10 * BUSY_WITHIN_S)  # the writer is idle again
         return await asyncio.wait_for(writer.run(start_run("after a pause")), timeout=5)
 
-    try:
-        assert asyncio.run(quiet_then_one())
-    finally:
-        writer.stop()
+    # A writer that waited before every batch would hold this step for a minute.
+    with running_writer(engine, linger_s=60.0) as writer:
+        assert asyncio.run(quiet_then_one(writer))
     assert stored_runs(engine) == 2
 
 
 def test_steps_that_keep_coming_wait_to_share_a_commit(engine: Engine) -> None:
     commits: list[None] = []
-    writer = BatchWriter(create_session_factory(engine), linger_s=0.1)
-    writer.start()
 
-    async def staggered(offset_s: float) -> None:
+    async def staggered(writer: BatchWriter, offset_s: float) -> None:
         # Each worker queues its next step a little after the others, as deliveries do once
         # their messages are out: without waiting, the writer would commit each on its own.
         for step in range(5):
             await asyncio.sleep(offset_s)
             await writer.run(start_run(f"{offset_s}-{step}"))
 
-    async def workers() -> None:
+    async def workers(writer: BatchWriter) -> None:
         await writer.run(start_run("warm-up"))
         event.listen(engine, "commit", lambda _connection: commits.append(None))
-        await asyncio.gather(*(staggered(0.02 * worker) for worker in range(4)))
+        await asyncio.gather(*(staggered(writer, 0.02 * worker) for worker in range(4)))
 
-    try:
-        asyncio.run(workers())
-    finally:
-        writer.stop()
+    with running_writer(engine, linger_s=0.1) as writer:
+        asyncio.run(workers(writer))
     assert stored_runs(engine) == 21
     assert len(commits) <= 10  # 20 steps from 4 workers: about one commit per round of 4
