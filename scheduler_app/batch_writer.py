@@ -36,6 +36,12 @@ MAX_BATCH = 256
 # PostgreSQL's by a fifth and the drain by a sixth. A step after a quiet spell never waits.
 LINGER_S = 0.002
 BUSY_WITHIN_S = 0.005
+# While busy, a batch of patient steps only (see Grouped.patient) keeps gathering for up to
+# PATIENT_S. Each batch has a fixed cost (six round trips to PostgreSQL, a session, a commit):
+# with 12 deliveries per batch it was two thirds of the writer's and PostgreSQL's CPU time per
+# delivery. In storms of 5,000 reminders on PostgreSQL, batches held about 33 deliveries
+# instead of 13; the writer's CPU time fell by a third and PostgreSQL's by a quarter.
+PATIENT_S = 0.025
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +54,9 @@ class Grouped(Generic[Item, T]):
     # Within a batch, groups run in ascending phase, so that a step queued without waiting
     # (see `queue_grouped`) can depend on an earlier one that landed in the same batch.
     phase: int = 0
+    # Its callers can wait a few tens of milliseconds (bookkeeping of a job, not an answer that
+    # a client waits for): while the writer is busy, such steps are gathered into bigger batches.
+    patient: bool = False
 
 
 @dataclass
@@ -57,6 +66,10 @@ class _Step(Generic[T]):
     future: asyncio.Future[T]
     group: Grouped[Any, T] | None = None
     item: Any = None
+
+    @property
+    def patient(self) -> bool:
+        return self.group is not None and self.group.patient
 
 
 _STOP = object()
@@ -71,7 +84,11 @@ class BatchWriter:
     """
 
     def __init__(
-        self, sessions: SessionFactory, max_batch: int = MAX_BATCH, linger_s: float = LINGER_S
+        self,
+        sessions: SessionFactory,
+        max_batch: int = MAX_BATCH,
+        linger_s: float = LINGER_S,
+        patient_s: float = PATIENT_S,
     ) -> None:
         self._sessions = sessions
         engine = sessions.kw.get("bind")
@@ -80,6 +97,7 @@ class BatchWriter:
         self._engine = engine
         self._max_batch = max_batch
         self._linger_s = linger_s
+        self._patient_s = patient_s
         self._last_commit_ended = float("-inf")
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -136,23 +154,42 @@ class BatchWriter:
             first = self._queue.get()
             if first is _STOP:
                 return
-            if time.monotonic() - self._last_commit_ended < BUSY_WITHIN_S:
-                time.sleep(self._linger_s)
             batch: list[_Step[Any]] = [first]
-            stopping = False
-            while len(batch) < self._max_batch:
-                try:
-                    step = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if step is _STOP:
-                    stopping = True
-                    break
-                batch.append(step)
+            stopping = self._gather(batch)
             self._commit(batch)
             self._last_commit_ended = time.monotonic()
             if stopping:
                 return
+
+    def _gather(self, batch: list[_Step[Any]]) -> bool:
+        """Add the steps queued meanwhile to batch, waiting for more while steps keep coming
+        (up to PATIENT_S while the batch holds only patient steps); True when the writer was
+        asked to stop."""
+        now = time.monotonic()
+        if now - self._last_commit_ended >= BUSY_WITHIN_S:
+            return self._take_queued(batch)
+        patient_until = now + self._patient_s
+        while True:
+            time.sleep(self._linger_s)
+            before = len(batch)
+            if self._take_queued(batch):
+                return True
+            if not (batch[0].patient and all(step.patient for step in batch[before:])):
+                return False
+            if len(batch) >= self._max_batch or time.monotonic() >= patient_until:
+                return False
+
+    def _take_queued(self, batch: list[_Step[Any]]) -> bool:
+        """Move queued steps into batch, up to its limit; True when a stop was among them."""
+        while len(batch) < self._max_batch:
+            try:
+                step = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if step is _STOP:
+                return True
+            batch.append(step)
+        return False
 
     def _commit(self, batch: list[_Step[Any]]) -> None:
         kept = self._connection is not None

@@ -212,8 +212,8 @@ def mark_all_sent(session: Session, sent: list[tuple[str, datetime]]) -> list[No
     return [None] * len(sent)
 
 
-START_DELIVERIES = Grouped("start deliveries", start_deliveries)
-MARK_SENT = Grouped("mark sent", mark_all_sent)
+START_DELIVERIES = Grouped("start deliveries", start_deliveries, patient=True)
+MARK_SENT = Grouped("mark sent", mark_all_sent, patient=True)
 
 
 def record_retry(

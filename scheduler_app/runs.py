@@ -73,9 +73,9 @@ def finish_runs(session: Session, ends: list[RunEnd]) -> list[None]:
 _STARTED = ("id", "job_id", "job", "scheduled_for", "started_at", "manual", "outcome")
 
 
-START_RUNS = Grouped("start runs", start_runs)
+START_RUNS = Grouped("start runs", start_runs, patient=True)
 # After the starts of the same batch: a short run may be started and finished in one batch.
-FINISH_RUNS = Grouped("finish runs", finish_runs, phase=1)
+FINISH_RUNS = Grouped("finish runs", finish_runs, phase=1, patient=True)
 
 
 def record_missed(

@@ -7,6 +7,7 @@ import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from time import monotonic
 from typing import cast
 
 import pytest
@@ -14,7 +15,7 @@ from sqlalchemy import Engine, QueuePool, event, func, select
 from sqlalchemy.orm import Session
 
 from scheduler_app import reminders, runs
-from scheduler_app.batch_writer import BUSY_WITHIN_S, LINGER_S, BatchWriter, Grouped
+from scheduler_app.batch_writer import BUSY_WITHIN_S, LINGER_S, PATIENT_S, BatchWriter, Grouped
 from scheduler_app.db import create_session_factory
 from scheduler_app.models import JobRun, Reminder, RunOutcome
 from scheduler_app.scheduler import JOBS, JOBS_TABLE, QuarantiningJobStore
@@ -27,8 +28,10 @@ SUCCESS = RunOutcome.SUCCESS
 
 
 @contextlib.contextmanager
-def running_writer(engine: Engine, linger_s: float = LINGER_S) -> Iterator[BatchWriter]:
-    writer = BatchWriter(create_session_factory(engine), linger_s=linger_s)
+def running_writer(
+    engine: Engine, linger_s: float = LINGER_S, patient_s: float = PATIENT_S
+) -> Iterator[BatchWriter]:
+    writer = BatchWriter(create_session_factory(engine), linger_s=linger_s, patient_s=patient_s)
     writer.start()
     try:
         yield writer
@@ -252,3 +255,72 @@ def test_steps_that_keep_coming_wait_to_share_a_commit(engine: Engine) -> None:
         asyncio.run(workers(writer))
     assert stored_runs(engine) == 21
     assert len(commits) <= 10  # 20 steps from 4 workers: about one commit per round of 4
+
+
+def run_start(label: str) -> runs.RunStart:
+    return runs.RunStart(f"job-{label}", "note", scheduled_for=NOW, started_at=NOW)
+
+
+# Closer together than BUSY_WITHIN_S, as the steps of deliveries are in a burst.
+STREAM_EVERY_S = 0.4 * BUSY_WITHIN_S
+
+
+async def patient_stream(
+    writer: BatchWriter, count: int, every_s: float = STREAM_EVERY_S
+) -> list[asyncio.Future[str]]:
+    """Queue `count` patient steps (run starts), one every every_s, from right after a commit;
+    their futures."""
+    await writer.run(start_run("warm-up"))
+    queued = []
+    for number in range(count):
+        queued.append(writer.queue_grouped(runs.START_RUNS, run_start(str(number))))
+        await asyncio.sleep(every_s)
+    return queued
+
+
+def test_patient_steps_that_keep_coming_gather_into_few_commits(engine: Engine) -> None:
+    commits: list[None] = []
+
+    async def stream(writer: BatchWriter) -> None:
+        event.listen(engine, "commit", lambda _connection: commits.append(None))
+        await asyncio.gather(*await patient_stream(writer, count=100))
+
+    # Without patience the writer commits after each 20 ms wait: ten times or more.
+    with running_writer(engine, linger_s=0.02, patient_s=2.0) as writer:
+        asyncio.run(stream(writer))
+    assert stored_runs(engine) == 101
+    assert len(commits) <= 4  # the warm-up, the stream, and a step or two around them
+
+
+def test_patient_steps_wait_no_longer_than_patient_s(engine: Engine) -> None:
+    commits: list[None] = []
+
+    async def stream(writer: BatchWriter) -> float:
+        event.listen(engine, "commit", lambda _connection: commits.append(None))
+        began = monotonic()
+        steps = await patient_stream(writer, count=400)
+        await asyncio.wait_for(asyncio.gather(*steps), timeout=30)
+        return monotonic() - began
+
+    with running_writer(engine, linger_s=0.01, patient_s=0.1) as writer:
+        stream_lasted = asyncio.run(stream(writer))
+    assert stored_runs(engine) == 401
+    # A batch that gathered for as long as steps kept coming would hold them all, up to the
+    # limit of a batch: two commits and the warm-up's.
+    assert stream_lasted > 0.8
+    assert len(commits) >= 5
+
+
+def test_a_step_that_is_not_patient_ends_the_wait(engine: Engine) -> None:
+    async def stream_with_one_urgent(writer: BatchWriter) -> str:
+        # 1.2 s of steps: a batch of them that an urgent step did not end would fill up
+        # (MAX_BATCH steps) after a second, or gather for the 1.5 s allowed.
+        steps = asyncio.ensure_future(patient_stream(writer, count=300, every_s=0.004))
+        await asyncio.sleep(0.2)
+        urgent = await asyncio.wait_for(writer.run(start_run("urgent")), timeout=0.4)
+        await asyncio.gather(*await steps)
+        return urgent
+
+    with running_writer(engine, linger_s=0.01, patient_s=1.5) as writer:
+        assert asyncio.run(stream_with_one_urgent(writer))
+    assert stored_runs(engine) == 302
