@@ -15,7 +15,14 @@ from sqlalchemy import Engine, QueuePool, event, func, select
 from sqlalchemy.orm import Session
 
 from scheduler_app import reminders, runs
-from scheduler_app.batch_writer import BUSY_WITHIN_S, LINGER_S, PATIENT_S, BatchWriter, Grouped
+from scheduler_app.batch_writer import (
+    BUSY_WITHIN_S,
+    LINGER_S,
+    PATIENT_AFTER,
+    PATIENT_S,
+    BatchWriter,
+    Grouped,
+)
 from scheduler_app.db import create_session_factory
 from scheduler_app.models import JobRun, Reminder, RunOutcome
 from scheduler_app.scheduler import JOBS, JOBS_TABLE, QuarantiningJobStore
@@ -29,9 +36,14 @@ SUCCESS = RunOutcome.SUCCESS
 
 @contextlib.contextmanager
 def running_writer(
-    engine: Engine, linger_s: float = LINGER_S, patient_s: float = PATIENT_S
+    engine: Engine, linger_s: float = LINGER_S, patient_s: float = PATIENT_S, patient_after: int = 1
 ) -> Iterator[BatchWriter]:
-    writer = BatchWriter(create_session_factory(engine), linger_s=linger_s, patient_s=patient_s)
+    writer = BatchWriter(
+        create_session_factory(engine),
+        linger_s=linger_s,
+        patient_s=patient_s,
+        patient_after=patient_after,
+    )
     writer.start()
     try:
         yield writer
@@ -324,3 +336,16 @@ def test_a_step_that_is_not_patient_ends_the_wait(engine: Engine) -> None:
     with running_writer(engine, linger_s=0.01, patient_s=1.5) as writer:
         assert asyncio.run(stream_with_one_urgent(writer))
     assert stored_runs(engine) == 302
+
+
+def test_a_trickle_of_patient_steps_is_not_held(engine: Engine) -> None:
+    async def trickle(writer: BatchWriter) -> None:
+        steps = await patient_stream(writer, count=100)
+        await asyncio.wait_for(asyncio.gather(*steps), timeout=5)
+
+    # Batches of a few steps each: none of them gathers for the minute allowed.
+    with running_writer(
+        engine, linger_s=0.005, patient_s=60.0, patient_after=PATIENT_AFTER
+    ) as writer:
+        asyncio.run(trickle(writer))
+    assert stored_runs(engine) == 101
