@@ -176,17 +176,17 @@ class BatchWriter:
         now = time.monotonic()
         if now - self._last_commit_ended >= BUSY_WITHIN_S:
             return self._take_queued(batch)
+        # Only after a big batch: under a trickle, waiting would only delay every delivery.
+        patient = self._last_batch_size >= self._patient_after
         patient_until = now + self._patient_s
+        checked = 0
         while True:
             time.sleep(self._linger_s)
-            before = len(batch)
             if self._take_queued(batch):
                 return True
-            if self._last_batch_size < self._patient_after:
-                return False
-            if not (batch[0].patient and all(step.patient for step in batch[before:])):
-                return False
-            if len(batch) >= self._max_batch or time.monotonic() >= patient_until:
+            patient = patient and all(step.patient for step in batch[checked:])
+            checked = len(batch)
+            if not patient or checked >= self._max_batch or time.monotonic() >= patient_until:
                 return False
 
     def _take_queued(self, batch: list[_Step[Any]]) -> bool:

@@ -36,7 +36,10 @@ SUCCESS = RunOutcome.SUCCESS
 
 @contextlib.contextmanager
 def running_writer(
-    engine: Engine, linger_s: float = LINGER_S, patient_s: float = PATIENT_S, patient_after: int = 1
+    engine: Engine,
+    linger_s: float = LINGER_S,
+    patient_s: float = PATIENT_S,
+    patient_after: int = PATIENT_AFTER,
 ) -> Iterator[BatchWriter]:
     writer = BatchWriter(
         create_session_factory(engine),
@@ -57,8 +60,12 @@ def writer(engine: Engine) -> Iterator[BatchWriter]:
         yield writer
 
 
+def run_start(label: str) -> runs.RunStart:
+    return runs.RunStart(f"job-{label}", "note", scheduled_for=NOW, started_at=NOW)
+
+
 def start_run(label: str) -> Callable[[Session], str]:
-    start = runs.RunStart(f"job-{label}", "note", scheduled_for=NOW, started_at=NOW)
+    start = run_start(label)
     return lambda session: runs.start_runs(session, [start])[0]
 
 
@@ -269,10 +276,6 @@ def test_steps_that_keep_coming_wait_to_share_a_commit(engine: Engine) -> None:
     assert len(commits) <= 10  # 20 steps from 4 workers: about one commit per round of 4
 
 
-def run_start(label: str) -> runs.RunStart:
-    return runs.RunStart(f"job-{label}", "note", scheduled_for=NOW, started_at=NOW)
-
-
 # Closer together than BUSY_WITHIN_S, as the steps of deliveries are in a burst.
 STREAM_EVERY_S = 0.4 * BUSY_WITHIN_S
 
@@ -295,10 +298,11 @@ def test_patient_steps_that_keep_coming_gather_into_few_commits(engine: Engine) 
 
     async def stream(writer: BatchWriter) -> None:
         event.listen(engine, "commit", lambda _connection: commits.append(None))
-        await asyncio.gather(*await patient_stream(writer, count=100))
+        steps = await patient_stream(writer, count=100)
+        await asyncio.wait_for(asyncio.gather(*steps), timeout=30)
 
     # Without patience the writer commits after each 20 ms wait: ten times or more.
-    with running_writer(engine, linger_s=0.02, patient_s=2.0) as writer:
+    with running_writer(engine, linger_s=0.02, patient_s=2.0, patient_after=1) as writer:
         asyncio.run(stream(writer))
     assert stored_runs(engine) == 101
     assert len(commits) <= 4  # the warm-up, the stream, and a step or two around them
@@ -314,7 +318,7 @@ def test_patient_steps_wait_no_longer_than_patient_s(engine: Engine) -> None:
         await asyncio.wait_for(asyncio.gather(*steps), timeout=30)
         return monotonic() - began
 
-    with running_writer(engine, linger_s=0.01, patient_s=0.1) as writer:
+    with running_writer(engine, linger_s=0.01, patient_s=0.1, patient_after=1) as writer:
         stream_lasted = asyncio.run(stream(writer))
     assert stored_runs(engine) == 401
     # A batch that gathered for as long as steps kept coming would hold them all, up to the
@@ -330,10 +334,10 @@ def test_a_step_that_is_not_patient_ends_the_wait(engine: Engine) -> None:
         steps = asyncio.ensure_future(patient_stream(writer, count=300, every_s=0.004))
         await asyncio.sleep(0.2)
         urgent = await asyncio.wait_for(writer.run(start_run("urgent")), timeout=0.4)
-        await asyncio.gather(*await steps)
+        await asyncio.wait_for(asyncio.gather(*await steps), timeout=30)
         return urgent
 
-    with running_writer(engine, linger_s=0.01, patient_s=1.5) as writer:
+    with running_writer(engine, linger_s=0.01, patient_s=1.5, patient_after=1) as writer:
         assert asyncio.run(stream_with_one_urgent(writer))
     assert stored_runs(engine) == 302
 
@@ -344,8 +348,6 @@ def test_a_trickle_of_patient_steps_is_not_held(engine: Engine) -> None:
         await asyncio.wait_for(asyncio.gather(*steps), timeout=5)
 
     # Batches of a few steps each: none of them gathers for the minute allowed.
-    with running_writer(
-        engine, linger_s=0.005, patient_s=60.0, patient_after=PATIENT_AFTER
-    ) as writer:
+    with running_writer(engine, linger_s=0.005, patient_s=60.0) as writer:
         asyncio.run(trickle(writer))
     assert stored_runs(engine) == 101
