@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,8 @@ from scheduler_app.runtime import Runtime
 from tests.support import ADMIN, Deployment, wait_until
 
 CALLS: list[tuple[str, int]] = []
+# A lingering job runs until the test has seen what it waits for, however slow the machine.
+RELEASE_LINGERING = threading.Event()
 
 
 async def note(ctx: JobContext, label: str, times: int = 1) -> str:
@@ -35,9 +38,12 @@ async def explode(ctx: JobContext) -> None:
 
 
 async def linger(ctx: JobContext, label: str) -> str:
-    """Record a call, then stay running long enough for the test to act meanwhile."""
+    """Record a call, then stay running until the test releases it (at most 10 s)."""
     CALLS.append((label, 0))
-    await asyncio.sleep(0.4)
+    for _ in range(1000):
+        if RELEASE_LINGERING.is_set():
+            break
+        await asyncio.sleep(0.01)
     return f"lingered {label}"
 
 
@@ -55,7 +61,9 @@ EXPLODE_JOB = {"id": "boom", "job": "explode", "cron": "30 6 * * *", "timezone":
 @pytest.fixture(autouse=True)
 def _forget_calls() -> Iterator[None]:
     CALLS.clear()
+    RELEASE_LINGERING.clear()
     yield
+    RELEASE_LINGERING.set()
     CALLS.clear()
 
 
@@ -315,6 +323,8 @@ def test_a_run_due_while_the_previous_one_runs_is_recorded_missed(
         make_due(client, "slow")
         wait_until(lambda: running_record(client, "slow"))
         make_due(client, "slow")
+        wait_until(lambda: [r for r in runs_of(client, "slow") if r.outcome == "missed"])
+        RELEASE_LINGERING.set()
         wait_until(lambda: [r for r in runs_of(client, "slow") if r.outcome == "success"])
         records = runs_of(client, "slow")
 
@@ -342,6 +352,9 @@ def test_a_one_off_run_due_while_the_same_job_runs_follows_it(deployment: Deploy
         due_now("first")
         wait_until(lambda: running_record(client, "one-off"))
         due_now("second")
+        # Once the scheduler has let go of the one-off job, its second run is in hand.
+        wait_until(lambda: scheduler.get_job("one-off") is None)
+        RELEASE_LINGERING.set()
         wait_until(lambda: len([r for r in runs_of(client, "one-off") if r.finished_at]) == 2)
 
     assert CALLS == [("first", 0), ("second", 0)]
