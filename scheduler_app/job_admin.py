@@ -247,22 +247,40 @@ def _set_operator_pause(session: Session, job_id: str, *, paused: bool, now: dat
 
 
 def _item(row: Row[Any]) -> JobPublic:
+    # Unpacked in _listing's column order: reading a row's fields by name took half the time of
+    # building a page's items.
+    (
+        job_id,
+        next_run_time,
+        job,
+        cron,
+        timezone,
+        description,
+        source,
+        email,
+        subject,
+        remind_at,
+        last_run_id,
+        last_run_outcome,
+        last_run_scheduled_for,
+        last_run_finished_at,
+    ) = tuple(row)
     last_run = None
-    if row.last_run_id is not None:
+    if last_run_id is not None:
         last_run = LastRun(
-            id=row.last_run_id,
-            outcome=row.last_run_outcome,
-            scheduled_for=row.last_run_scheduled_for,
-            finished_at=row.last_run_finished_at,
+            id=last_run_id,
+            outcome=last_run_outcome,
+            scheduled_for=last_run_scheduled_for,
+            finished_at=last_run_finished_at,
         )
-    next_run = None if row.next_run_time is None else datetime.fromtimestamp(row.next_run_time, UTC)
-    if _is_reminder(row.id):
-        due = _utc_text(row.remind_at) if row.remind_at is not None else "unknown"
+    next_run = None if next_run_time is None else datetime.fromtimestamp(next_run_time, UTC)
+    if _is_reminder(job_id):
+        due = _utc_text(remind_at) if remind_at is not None else "unknown"
         return JobPublic(
-            id=row.id,
+            id=job_id,
             kind="reminder",
             job="deliver_reminder",
-            description=f"Reminder to {row.email}: {row.subject}" if row.email else "Reminder",
+            description=f"Reminder to {email}: {subject}" if email else "Reminder",
             trigger=f"date: {due}",
             schedule_text=f"Once, at {due}",
             next_run_time=next_run,
@@ -271,15 +289,15 @@ def _item(row: Row[Any]) -> JobPublic:
             last_run=last_run,
         )
     return JobPublic(
-        id=row.id,
+        id=job_id,
         kind="cron",
-        job=row.job or "unknown",
-        description=row.description or "",
-        trigger=f"cron: {row.cron} ({row.timezone})" if row.cron else "cron",
-        schedule_text=_describe(row.cron) if row.cron else "",
+        job=job or "unknown",
+        description=description or "",
+        trigger=f"cron: {cron} ({timezone})" if cron else "cron",
+        schedule_text=_describe(cron) if cron else "",
         next_run_time=next_run,
         paused=next_run is None,
-        source=row.source or "config",
+        source=source or "config",
         last_run=last_run,
     )
 
@@ -290,4 +308,4 @@ def _describe(expression: str) -> str:
 
 
 def _utc_text(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{moment.astimezone(UTC).isoformat(timespec='seconds')[:19]}Z"
