@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.base import BaseScheduler
-from sqlalchemy import Row, Select, and_, func, or_, select
+from sqlalchemy import BindParameter, Row, Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from scheduler_app import reminders
@@ -76,45 +76,29 @@ def list_jobs(
     session: Session, *, kind: JobKind | None, q: str | None, limit: int, cursor: str | None
 ) -> JobsPage:
     """One page of jobs by next run time, paused ones last."""
-    query = _listing()
-    if kind == "reminder":
-        query = query.where(JOBS.c.id.startswith(REMINDER_JOB_PREFIX))
-    elif kind == "cron":
-        # The config declares few cron jobs: look them up by key instead of scanning every
-        # reminder job for the ones that are not.
-        query = query.where(JOBS.c.id.in_(session.scalars(select(CronJob.id)).all()))
-    if q:
-        query = query.where(
-            or_(
-                JOBS.c.id.icontains(q, autoescape=True),
-                CronJob.description.icontains(q, autoescape=True),
-                Reminder.email.icontains(q, autoescape=True),
-                Reminder.subject.icontains(q, autoescape=True),
-            )
-        )
     phase, after_time, after_id = decode_cursor(cursor, 3) if cursor else (_SCHEDULED, None, None)
-    # Two index-friendly scans instead of one ORDER BY over "IS NULL": scheduled jobs by
-    # (next_run_time, id), then paused ones (no next run) by id.
+    values: dict[str, Any] = {"after_time": after_time, "after_id": after_id}
+    if kind == "cron":
+        values["cron_ids"] = session.scalars(select(CronJob.id)).all()
+
+    def part(part_phase: int, after: bool, count: int) -> Sequence[Row[Any]]:
+        statement = _page_part(kind, part_phase, after)
+        if q:
+            statement = statement.where(
+                or_(
+                    JOBS.c.id.icontains(q, autoescape=True),
+                    CronJob.description.icontains(q, autoescape=True),
+                    Reminder.email.icontains(q, autoescape=True),
+                    Reminder.subject.icontains(q, autoescape=True),
+                )
+            )
+        return session.execute(statement, {**values, "limit": count}).all()
+
     rows: list[Row[Any]] = []
     if phase == _SCHEDULED:
-        scheduled = query.where(JOBS.c.next_run_time.is_not(None))
-        if after_id is not None:
-            scheduled = scheduled.where(
-                # The first condition is implied by the second; it lets the index seek.
-                JOBS.c.next_run_time >= after_time,
-                or_(
-                    JOBS.c.next_run_time > after_time,
-                    and_(JOBS.c.next_run_time == after_time, JOBS.c.id > after_id),
-                ),
-            )
-        rows += session.execute(
-            scheduled.order_by(JOBS.c.next_run_time, JOBS.c.id).limit(limit + 1)
-        ).all()
+        rows += part(_SCHEDULED, after_id is not None, limit + 1)
     if len(rows) <= limit:
-        paused = query.where(JOBS.c.next_run_time.is_(None))
-        if phase == _PAUSED:
-            paused = paused.where(JOBS.c.id > after_id)
-        rows += session.execute(paused.order_by(JOBS.c.id).limit(limit + 1 - len(rows))).all()
+        rows += part(_PAUSED, phase == _PAUSED, limit + 1 - len(rows))
 
     page, more = rows[:limit], len(rows) > limit
     next_cursor = None
@@ -123,6 +107,42 @@ def list_jobs(
         state = _PAUSED if last.next_run_time is None else _SCHEDULED
         next_cursor = encode_cursor(state, last.next_run_time, last.id)
     return JobsPage(items=[_item(row) for row in page], next_cursor=next_cursor)
+
+
+@lru_cache(maxsize=16)
+def _page_part(kind: JobKind | None, phase: int, after: bool) -> Select[Any]:
+    """The statement for the scheduled or the paused part of a page, built once per shape with
+    its values bound at execution (limit, after_time, after_id, cron_ids): building it again
+    for every page took a third as long as running it on SQLite.
+
+    Two index-friendly scans instead of one ORDER BY over "IS NULL": scheduled jobs by
+    (next_run_time, id), then paused ones (no next run) by id; `after` continues past a cursor.
+    """
+    query = _listing()
+    if kind == "reminder":
+        query = query.where(JOBS.c.id.startswith(REMINDER_JOB_PREFIX))
+    elif kind == "cron":
+        # The config declares few cron jobs: look them up by key instead of scanning every
+        # reminder job for the ones that are not.
+        query = query.where(JOBS.c.id.in_(bindparam("cron_ids", expanding=True)))
+    if phase == _SCHEDULED:
+        query = query.where(JOBS.c.next_run_time.is_not(None))
+        if after:
+            after_time: BindParameter[Any] = bindparam("after_time")
+            after_id: BindParameter[Any] = bindparam("after_id")
+            query = query.where(
+                # The first condition is implied by the second; it lets the index seek.
+                JOBS.c.next_run_time >= after_time,
+                or_(
+                    JOBS.c.next_run_time > after_time,
+                    and_(JOBS.c.next_run_time == after_time, JOBS.c.id > after_id),
+                ),
+            )
+        return query.order_by(JOBS.c.next_run_time, JOBS.c.id).limit(bindparam("limit"))
+    query = query.where(JOBS.c.next_run_time.is_(None))
+    if after:
+        query = query.where(JOBS.c.id > bindparam("after_id"))
+    return query.order_by(JOBS.c.id).limit(bindparam("limit"))
 
 
 def get_job(session: Session, job_id: str) -> JobDetail:
