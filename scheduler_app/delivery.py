@@ -180,10 +180,10 @@ def _count_in_window(reminder_id: ColumnElement[str], status: ColumnElement[str]
 
 _UNNESTED = (
     func.unnest(bindparam("ids", type_=ARRAY(String)), bindparam("statuses", type_=ARRAY(String)))
-    .table_valued(column("column1", String), column("column2", String))
+    .table_valued(column("id", String), column("status", String))
     .render_derived()
 )
-_COUNT_UNNESTED = _count_in_window(_UNNESTED.c.column1, _UNNESTED.c.column2)
+_COUNT_UNNESTED = _count_in_window(_UNNESTED.c.id, _UNNESTED.c.status)
 _JSON_EACH = func.json_each(bindparam("listed", type_=String)).table_valued(
     column("key", String), column("value", String)
 )

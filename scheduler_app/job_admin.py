@@ -81,17 +81,21 @@ def list_jobs(
     if kind == "cron":
         values["cron_ids"] = session.scalars(select(CronJob.id)).all()
 
+    matching = (
+        or_(
+            JOBS.c.id.icontains(q, autoescape=True),
+            CronJob.description.icontains(q, autoescape=True),
+            Reminder.email.icontains(q, autoescape=True),
+            Reminder.subject.icontains(q, autoescape=True),
+        )
+        if q
+        else None
+    )
+
     def part(part_phase: int, after: bool, count: int) -> Sequence[Row[Any]]:
         statement = _page_part(kind, part_phase, after)
-        if q:
-            statement = statement.where(
-                or_(
-                    JOBS.c.id.icontains(q, autoescape=True),
-                    CronJob.description.icontains(q, autoescape=True),
-                    Reminder.email.icontains(q, autoescape=True),
-                    Reminder.subject.icontains(q, autoescape=True),
-                )
-            )
+        if matching is not None:
+            statement = statement.where(matching)
         return session.execute(statement, {**values, "limit": count}).all()
 
     rows: list[Row[Any]] = []
