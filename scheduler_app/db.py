@@ -19,6 +19,9 @@ logger = logging.getLogger(__name__)
 # How long a SQLite writer waits for the lock before "database is locked": long enough for
 # ordinary contention, short enough that a request answers 503 instead of hanging.
 SQLITE_BUSY_TIMEOUT_S = 5.0
+# Connections kept in the pool, and opened beyond them at busy times.
+POOL_SIZE = 10
+MAX_OVERFLOW = 20
 
 
 def create_db_engine(database_url: str) -> Engine:
@@ -29,14 +32,16 @@ def create_db_engine(database_url: str) -> Engine:
     """
     url = make_url(database_url)
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return create_engine(
+            url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW
+        )
 
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         url,
-        pool_size=10,
-        max_overflow=20,
+        pool_size=POOL_SIZE,
+        max_overflow=MAX_OVERFLOW,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
     )
     event.listen(engine, "connect", _tune_sqlite)

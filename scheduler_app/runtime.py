@@ -13,8 +13,9 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 from apscheduler.schedulers.base import STATE_RUNNING
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
 
 from scheduler_app import runs
@@ -65,6 +66,7 @@ class Runtime:
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     _sighup: bool = field(default=False, repr=False)
     _background: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    _loop_reader: Connection | None = field(default=None, repr=False)
 
     @classmethod
     async def start(
@@ -149,6 +151,8 @@ class Runtime:
         if self.checkpointer is not None:
             await asyncio.to_thread(self.checkpointer.stop)
         await self.mail.close()
+        if self._loop_reader is not None:
+            self._loop_reader.close()
         if not await _connections_returned(self.engine, timeout_s):
             logger.warning("a database connection was still in use after %ss", timeout_s)
         # Disposing closes the connections in the pool only. One that comes back later (from a
@@ -208,6 +212,24 @@ class Runtime:
         """work(session, *args) in a session of its own (blocking: call it in a worker thread)."""
         with self.sessions() as session:
             return work(session, *args)
+
+    async def read(self, work: Callable[[Session], T], *, indexed: bool) -> T:
+        """work(session) for a request that only reads.
+
+        On SQLite, a read that follows an index (a few milliseconds) runs on the event loop, on
+        a connection kept for it. In a worker thread, SQLite's driver gives up the interpreter
+        lock for every row and then waits for a busy event loop to hand it back: during a storm
+        of deliveries a page of 50 jobs took 17 to 32 ms there for 4 to 8 ms of work. A WAL
+        reader never waits for a writer, and the kept connection never waits for the pool.
+        Anything else (a search that may scan every row, or PostgreSQL, where a network round
+        trip could stall) runs in a worker thread.
+        """
+        if not indexed or self.engine.dialect.name != "sqlite":
+            return await asyncio.to_thread(self.in_session, work)
+        if self._loop_reader is None:
+            self._loop_reader = self.engine.connect()
+        with self.sessions(bind=self._loop_reader) as session:
+            return work(session)
 
     async def apply_job_specs(self, specs: Sequence[CronJobSpec]) -> ReconcilePlan:
         plan = await asyncio.to_thread(

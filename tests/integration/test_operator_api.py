@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -10,14 +11,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.pool import QueuePool
 
 from jobs import REGISTRY
+from scheduler_app.db import MAX_OVERFLOW, POOL_SIZE
 from tests.support import (
     ADMIN,
     ADMIN_TOKEN,
@@ -430,3 +433,60 @@ def test_the_listing_shows_each_jobs_latest_run(api: httpx.Client) -> None:
     assert job(api, "token-cleanup")["last_run"]["id"] == latest
     # Jobs that never ran list no last run.
     assert all(item["last_run"] is None for key, item in listed.items() if key != "token-cleanup")
+
+
+def test_a_page_is_read_on_the_event_loop_only_on_sqlite_and_without_a_search(
+    api: httpx.Client, database_url: str
+) -> None:
+    # On SQLite a page by index is read on the loop: in a worker thread, every row's step waits
+    # for a busy loop to hand the interpreter lock back. A search may scan every job, and a
+    # PostgreSQL round trip may stall, so those are read in a worker thread.
+    subscribe(api)
+    read_on_loop: list[bool] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM apscheduler_jobs LEFT OUTER JOIN cron_jobs" not in statement:
+            return  # the scheduler's and the writer's statements, in their own threads
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            read_on_loop.append(False)
+        else:
+            read_on_loop.append(True)
+
+    def reads(**params: str) -> list[bool]:
+        read_on_loop.clear()
+        event.listen(Engine, "before_cursor_execute", record)
+        try:
+            response = api.get("/jobs", params=params, headers=ADMIN)
+        finally:
+            event.remove(Engine, "before_cursor_execute", record)
+        assert response.status_code == 200, response.text
+        assert response.json()["items"]
+        return sorted(set(read_on_loop))
+
+    on_sqlite = database_url.startswith("sqlite")
+    assert reads() == [on_sqlite]
+    assert reads(kind="cron") == [on_sqlite]
+    assert reads(q="ada") == [False]
+
+
+def test_a_sqlite_page_is_read_while_every_pooled_connection_is_in_use(
+    deployment: Deployment, database_url: str
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL pages are read in a worker thread, which waits for the pool")
+    with deployment.client() as client:
+        assert client.get("/jobs", headers=ADMIN).status_code == 200
+        engine: Engine = client.app_state["runtime"].engine
+        pool = cast(QueuePool, engine.pool)
+        held = []
+        try:
+            while pool.checkedout() < POOL_SIZE + MAX_OVERFLOW:
+                held.append(engine.connect())
+            response = client.get("/jobs", headers=ADMIN)
+        finally:
+            for connection in held:
+                connection.close()
+        assert response.status_code == 200, response.text
+        assert {item["id"] for item in response.json()["items"]} >= {"daily-report"}
