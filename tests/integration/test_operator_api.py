@@ -71,6 +71,9 @@ def job(api: httpx.Client, job_id: str) -> dict[str, Any]:
     return body
 
 
+# How the listing statement of GET /jobs reads in SQL, to pick it out of every statement run.
+LISTING_FROM = "FROM apscheduler_jobs LEFT OUTER JOIN cron_jobs"
+
 ROUTES = [
     ("GET", "/jobs"),
     ("GET", "/jobs/daily-report"),
@@ -189,7 +192,7 @@ def test_a_burst_due_at_one_instant_is_paged_from_an_index(
     pages: list[tuple[str, Any]] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "FROM apscheduler_jobs LEFT OUTER JOIN cron_jobs" in statement:
+        if LISTING_FROM in statement:
             pages.append((statement, parameters))
 
     event.listen(Engine, "before_cursor_execute", record)
@@ -445,14 +448,9 @@ def test_a_page_is_read_on_the_event_loop_only_on_sqlite_and_without_a_search(
     read_on_loop: list[bool] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "FROM apscheduler_jobs LEFT OUTER JOIN cron_jobs" not in statement:
-            return  # the scheduler's and the writer's statements, in their own threads
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            read_on_loop.append(False)
-        else:
-            read_on_loop.append(True)
+        # Only the page's statements: the scheduler and the writer run theirs in other threads.
+        if LISTING_FROM in statement:
+            read_on_loop.append(_on_an_event_loop())
 
     def reads(**params: str) -> list[bool]:
         read_on_loop.clear()
@@ -489,3 +487,11 @@ def test_a_sqlite_page_is_read_while_every_pooled_connection_is_in_use(tmp_path:
                 connection.close()
         assert response.status_code == 200, response.text
         assert {item["id"] for item in response.json()["items"]} >= {"daily-report"}
+
+
+def _on_an_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
