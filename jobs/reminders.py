@@ -64,6 +64,10 @@ async def deliver_reminder(ctx: JobContext, reminder_id: str) -> str:
         await _record_outcome(lambda: ctx.writer.run(failed))
         raise
     sent = (reminder_id, ctx.clock())
+    # The message is out; marking it sent is a turn of the database writer. Holding the slot
+    # through that turn left SMTP sessions idle while the running deliveries waited for the
+    # writer: storms of 5,000 reminders took 11 to 15 % longer to drain (docs/performance.md).
+    ctx.work_done()
     await _record_outcome(lambda: ctx.writer.run_grouped(delivery.MARK_SENT, sent))
     return "sent"
 

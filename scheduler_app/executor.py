@@ -8,6 +8,7 @@ path of a job function, so job functions can be moved or renamed without orphani
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import traceback
@@ -46,6 +47,10 @@ NOT_STARTED = (
 )
 # Beyond this many overdue runs of one job, the missed record says "N+" instead of listing all.
 MAX_MISSED_RECORDS = 100
+# Set in each job's task: gives up the task's slot (see JobContext.work_done).
+_free_slot: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "free_slot", default=None
+)
 
 
 class Missed(Exception):
@@ -71,6 +76,18 @@ class JobContext:
     clock: Clock
     # Short writes that many jobs make at once (delivery bookkeeping) go through here.
     writer: BatchWriter
+
+    def work_done(self) -> None:
+        """Tell the executor that the calling job's work is done and it only records the
+        outcome from here on: its slot goes to the next job waiting for one.
+
+        The job still counts as running until it returns (the same job never starts twice at
+        once, and a shutdown waits for it). At most max_concurrent_jobs jobs record their
+        outcome without a slot; beyond that a job keeps its slot.
+        """
+        free = _free_slot.get()
+        if free is not None:
+            free()
 
 
 JobFunction = Callable[..., Awaitable[Any]]
@@ -109,6 +126,8 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         # thousands falling due together never flood the event loop that answers the API.
         self._max_running = max_concurrent_jobs
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Those of _tasks that gave up their slot (JobContext.work_done) and are ending.
+        self._ending: set[asyncio.Task[Any]] = set()
         self._queued: deque[tuple[Coroutine[Any, Any, Any], str]] = deque()
         self._start_requested = False
         self._queue_lock = threading.Lock()
@@ -191,11 +210,27 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         assert self._loop is not None
         with self._queue_lock:
             self._start_requested = False
-        while self._queued and (len(self._tasks) < self._max_running or self._stopping):
+        while self._queued and (self._running() < self._max_running or self._stopping):
             work, name = self._queued.popleft()
-            task = self._loop.create_task(work, name=f"job:{name}")
+            context = contextvars.copy_context()
+            task = self._loop.create_task(work, name=f"job:{name}", context=context)
+            context.run(_free_slot.set, partial(self._free_slot_of, task))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
+        if self._when_few_waiting is not None and len(self._queued) <= self._when_few_waiting[0]:
+            callback = self._when_few_waiting[1]
+            self._when_few_waiting = None
+            callback()
+
+    def _running(self) -> int:
+        """How many jobs hold a slot."""
+        return len(self._tasks) - len(self._ending)
+
+    def _free_slot_of(self, task: asyncio.Task[Any]) -> None:
+        if task in self._ending or len(self._ending) >= self._max_running:
+            return
+        self._ending.add(task)
+        self._start_queued()
 
     def waiting(self) -> int:
         """How many submitted jobs wait for a slot to run."""
@@ -208,12 +243,8 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if self._queued:
-            self._start_queued()
-        if self._when_few_waiting is not None and len(self._queued) <= self._when_few_waiting[0]:
-            callback = self._when_few_waiting[1]
-            self._when_few_waiting = None
-            callback()
+        self._ending.discard(task)
+        self._start_queued()
 
     async def _run(self, job: Job, run_times: list[datetime], skipped: list[datetime]) -> None:
         events: list[JobExecutionEvent] = []
