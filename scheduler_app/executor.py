@@ -213,8 +213,8 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         while self._queued and (self._running() < self._max_running or self._stopping):
             work, name = self._queued.popleft()
             context = contextvars.copy_context()
+            context.run(_free_slot.set, self._free_current_slot)
             task = self._loop.create_task(work, name=f"job:{name}", context=context)
-            context.run(_free_slot.set, partial(self._free_slot_of, task))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
         if self._when_few_waiting is not None and len(self._queued) <= self._when_few_waiting[0]:
@@ -226,8 +226,13 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         """How many jobs hold a slot."""
         return len(self._tasks) - len(self._ending)
 
-    def _free_slot_of(self, task: asyncio.Task[Any]) -> None:
-        if task in self._ending or len(self._ending) >= self._max_running:
+    def _free_current_slot(self) -> None:
+        # Found by the current task rather than bound to it: a task that referred to itself
+        # through its own context would wait for the garbage collector to be freed.
+        task = asyncio.current_task()
+        if task is None or task not in self._tasks or task in self._ending:
+            return  # not a job's own task (one it created, say), or given up already
+        if len(self._ending) >= self._max_running:
             return
         self._ending.add(task)
         self._start_queued()

@@ -30,6 +30,16 @@ async def hand_over_then_linger(ctx: JobContext, label: str) -> None:
     await _linger()
 
 
+async def hand_over_from_another_task(ctx: JobContext, label: str) -> None:
+    STARTED.append(label)
+
+    async def done() -> None:
+        ctx.work_done()
+
+    await asyncio.create_task(done())
+    await _linger()
+
+
 async def linger(ctx: JobContext, label: str) -> None:
     STARTED.append(label)
     await _linger()
@@ -45,6 +55,9 @@ async def _linger() -> None:
 SLOT_REGISTRY = {
     **REGISTRY,
     "hand_over": RegisteredJob("hand_over", hand_over_then_linger, "Give up the slot, linger."),
+    "hand_over_elsewhere": RegisteredJob(
+        "hand_over_elsewhere", hand_over_from_another_task, "Say so from a task of its own."
+    ),
     "linger": RegisteredJob("linger", linger, "Linger in the slot."),
 }
 LABELS = ("a", "b", "c")
@@ -66,6 +79,8 @@ def _forget_starts() -> Iterator[None]:
         # since one job (max_concurrent_jobs) already records its outcome without a slot.
         ("hand_over", 2),
         ("linger", 1),
+        # Only the job's own task can give up its slot, not one that the job started.
+        ("hand_over_elsewhere", 1),
     ],
 )
 def test_a_job_that_is_done_working_lets_one_more_start(
