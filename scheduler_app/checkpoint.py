@@ -8,14 +8,14 @@ to 1.02 s instead of under 60 ms. Here the service's connections never checkpoin
 it every `interval_s`, in passive mode, which copies what no reader still needs without blocking
 anyone.
 
-A passive checkpoint never lets the log start over while writes go on: SQLite rewinds it only when
-a write begins with every frame copied, and under steady writes new frames always arrive during the
-copy. The log then grows with everything written: 0.6-0.7 GB a minute of POST /subscribe at full
-speed. So once it holds more than `restart_frames`, the thread follows the passive checkpoint with
-a restarting one: writers wait while it copies the few frames that came in meanwhile, and the next
-write starts the log from its beginning, which keeps the file's size near that mark. Readers still
-holding older frames would make it wait, with writers held up too, so it gives up after
-`RESTART_WAIT_S` and tries again at a later interval.
+A passive checkpoint seldom lets the log start over while writes go on: SQLite rewinds it only when
+a write begins with every frame copied, and under steady writes new frames nearly always arrive
+during the copy. The log then grows with everything written: 0.6-0.7 GB a minute of POST /subscribe
+at full speed. So once it holds more than `restart_frames`, the thread follows the passive
+checkpoint with a restarting one: writers wait while it copies the few frames that came in
+meanwhile, and the next write starts the log from its beginning, which keeps the file's size near
+that mark. Readers still holding older frames would make it wait, with writers held up too, so it
+gives up after `RESTART_WAIT_S` and tries again at a later interval.
 """
 
 from __future__ import annotations

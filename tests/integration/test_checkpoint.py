@@ -116,8 +116,10 @@ def test_under_steady_writes_the_log_is_restarted_once_past_its_mark(
     assert checkpointer is not None
     checkpointer.start()
     try:
-        # Like a busy database writer: commits of 64 KiB with short pauses.
-        write_blobs(engine, 300, size=64 * 1024, pause_s=0.002, keep=4)  # about 40 MiB of log
+        # Like a busy database writer: commits of 64 KiB with short pauses. Pauses of 2 ms
+        # were long enough, on a fast machine, for a passive checkpoint to copy every frame
+        # now and then, so that the log started over without restarts (at 6 to 22 MiB).
+        write_blobs(engine, 300, size=64 * 1024, pause_s=0.0005, keep=4)  # about 40 MiB of log
     finally:
         checkpointer.stop()
     assert (wal_size(database) > 16 * MIB) is grows
