@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import Message
 from pathlib import Path
-from threading import Lock
+from threading import Event, Lock
 from typing import Any, TypeVar
 
 import pytest
@@ -30,6 +30,7 @@ from scheduler_app.executor import RegisteredJob
 from scheduler_app.settings import Settings, load_settings
 
 POSTGRES_URL_VARIABLE = "TEST_POSTGRES_URL"
+RELEASE_POLL_S = 0.01
 T = TypeVar("T")
 
 
@@ -49,6 +50,17 @@ def sent_statements(engine: Engine) -> list[SentStatement]:
 
     event.listen(engine, "before_cursor_execute", record)
     return sent
+
+
+async def until_released(release: Event, timeout_s: float = 10.0) -> None:
+    """Keep the calling job running until the test sets release: the test sees it running
+    however slow the machine, and a test that fails before releasing it hangs nothing for
+    longer than timeout_s."""
+    # Polled: the test sets a threading.Event from its own thread, not the service's loop.
+    for _ in range(round(timeout_s / RELEASE_POLL_S)):
+        if release.is_set():
+            return
+        await asyncio.sleep(RELEASE_POLL_S)
 
 
 def wait_until(

@@ -19,7 +19,7 @@ from scheduler_app.errors import ConfigError
 from scheduler_app.executor import JobContext, RegisteredJob, registered_job
 from scheduler_app.models import CronJob, JobRun
 from scheduler_app.runtime import Runtime
-from tests.support import ADMIN, Deployment, wait_until
+from tests.support import ADMIN, Deployment, until_released, wait_until
 
 CALLS: list[tuple[str, int]] = []
 # A lingering job runs until the test has seen what it waits for, however slow the machine.
@@ -40,10 +40,7 @@ async def explode(ctx: JobContext) -> None:
 async def linger(ctx: JobContext, label: str) -> str:
     """Record a call, then stay running until the test releases it (at most 10 s)."""
     CALLS.append((label, 0))
-    for _ in range(1000):
-        if RELEASE_LINGERING.is_set():
-            break
-        await asyncio.sleep(0.01)
+    await until_released(RELEASE_LINGERING)
     return f"lingered {label}"
 
 

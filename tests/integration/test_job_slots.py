@@ -15,7 +15,7 @@ import pytest
 from jobs import REGISTRY
 from scheduler_app.executor import JobContext, RegisteredJob
 from scheduler_app.runtime import Runtime
-from tests.support import Deployment, wait_until
+from tests.support import Deployment, until_released, wait_until
 
 STARTED: list[str] = []
 # Jobs stay running until the test has seen what it waits for, however slow the machine.
@@ -27,7 +27,7 @@ SETTLE_S = 0.3
 async def hand_over_then_linger(ctx: JobContext, label: str) -> None:
     STARTED.append(label)
     ctx.work_done()
-    await _linger()
+    await until_released(RELEASE)
 
 
 async def hand_over_from_another_task(ctx: JobContext, label: str) -> None:
@@ -37,19 +37,12 @@ async def hand_over_from_another_task(ctx: JobContext, label: str) -> None:
         ctx.work_done()
 
     await asyncio.create_task(done())
-    await _linger()
+    await until_released(RELEASE)
 
 
 async def linger(ctx: JobContext, label: str) -> None:
     STARTED.append(label)
-    await _linger()
-
-
-async def _linger() -> None:
-    for _ in range(1000):
-        if RELEASE.is_set():
-            return
-        await asyncio.sleep(0.01)
+    await until_released(RELEASE)
 
 
 SLOT_REGISTRY = {
