@@ -149,16 +149,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _valid_database_url(cls, value: str) -> str:
-        try:
-            url = make_url(value)
-        except ArgumentError:
-            raise ValueError(
-                "not a database URL (expected e.g. sqlite:///var/scheduler.db or "
-                "postgresql+psycopg://user@host/db)"
-            ) from None
-        if url.get_backend_name() not in {"sqlite", "postgresql"}:
-            raise ValueError(f"unsupported database '{url.get_backend_name()}'")
-        return value
+        return normalize_database_url(value)
 
     @field_validator("timezone")
     @classmethod
@@ -193,6 +184,36 @@ class Settings(BaseSettings):
             dotenv_settings,
             InitSettingsSource(settings_cls, init_kwargs=file_values),
         )
+
+
+# The drivers installed with the project, by database; the spellings users bring from other
+# tools (Heroku's postgres://, SQLAlchemy's plain postgresql://, which means psycopg2) are
+# mapped onto them.
+DRIVERS = {"sqlite": "pysqlite", "postgresql": "psycopg"}
+_BACKEND_ALIASES = {"postgres": "postgresql"}
+
+
+def normalize_database_url(value: str) -> str:
+    """The URL with the driver the project ships, or ValueError naming the problem."""
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError(
+            "not a database URL (expected e.g. sqlite:///var/scheduler.db or "
+            "postgresql://user@host/db)"
+        ) from None
+    backend, _, driver = url.drivername.partition("+")
+    backend = _BACKEND_ALIASES.get(backend, backend)
+    if backend not in DRIVERS:
+        raise ValueError(f"unsupported database '{backend}' (use sqlite or postgresql)")
+    if driver not in ("", DRIVERS[backend]):
+        raise ValueError(
+            f"unsupported driver '{driver}' for {backend}: the installed driver is "
+            f"{DRIVERS[backend]}, written {backend}:// or {backend}+{DRIVERS[backend]}://"
+        )
+    if backend == "sqlite":
+        return value
+    return url.set(drivername=f"{backend}+{DRIVERS[backend]}").render_as_string(hide_password=False)
 
 
 def check_timezone(name: str) -> ZoneInfo:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from scheduler_app.errors import ConfigError
-from scheduler_app.settings import load_settings
+from scheduler_app.settings import Settings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -67,6 +67,11 @@ def test_config_path_comes_from_scheduler_config(
         ("mail:\n  backend: pigeon\n", "mail.backend: Input should be 'outbox' or 'smtp'"),
         ("databse_url: sqlite:///x.db\n", "databse_url: unknown key"),
         ("database_url: mysql://x/y\n", "database_url: unsupported database 'mysql'"),
+        (
+            "database_url: postgresql+asyncpg://u@h/db\n",
+            "database_url: unsupported driver 'asyncpg' for postgresql",
+        ),
+        ("database_url: sqlite+aiosqlite:///x.db\n", "unsupported driver 'aiosqlite' for sqlite"),
         ("database_url: not a url\n", "database_url: not a database URL"),
         ("admin_token: short\n", "admin_token: must be at least 16 characters long"),
         ("mail:\n  from_address: nobody\n", "mail.from_address: must be an e-mail address"),
@@ -145,3 +150,19 @@ def test_a_config_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
 def test_the_database_password_stays_out_of_the_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCHEDULER_DATABASE_URL", "postgresql+psycopg://app:pw-secret@db/app")
     assert "pw-secret" not in repr(load_settings())
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgres://ada:s3cret@db.example/app", "postgresql+psycopg://ada:s3cret@db.example/app"),
+        (
+            "postgresql://db.example:5433/app?sslmode=require",
+            "postgresql+psycopg://db.example:5433/app?sslmode=require",
+        ),
+        ("postgresql+psycopg://db.example/app", "postgresql+psycopg://db.example/app"),
+        ("sqlite:///var/x.db", "sqlite:///var/x.db"),
+    ],
+)
+def test_common_postgresql_spellings_use_the_installed_driver(given: str, used: str) -> None:
+    assert Settings(_env_file=None, database_url=given).database_url == used
