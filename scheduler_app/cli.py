@@ -54,8 +54,14 @@ def serve(
     import uvicorn
 
     from scheduler_app.app import create_app
+    from scheduler_app.serving import ListenError, listen, uvicorn_config
 
     settings = _settings(config)
+    try:
+        sock = listen(host, port)
+    except ListenError as exc:
+        typer.echo(f"scheduler-app: {exc}", err=True)
+        raise typer.Exit(1) from None
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -73,13 +79,17 @@ def serve(
     # Everything imported so far lives as long as the process: leaving it out of the cyclic
     # garbage collector's full passes shortens the pauses that delay API answers under load.
     gc.freeze()
-    uvicorn.run(
-        application,
-        host=host,
-        port=port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.scheduler.shutdown_timeout_s) + 5,
+    server = uvicorn.Server(
+        uvicorn_config(
+            application,
+            settings.server,
+            host=host,
+            port=port,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=int(settings.scheduler.shutdown_timeout_s) + 5,
+        )
     )
+    server.run(sockets=[sock])
 
 
 @db_app.command("upgrade")

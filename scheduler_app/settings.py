@@ -102,6 +102,20 @@ class SchedulerSettings(_Section):
     max_concurrent_jobs: int = Field(128, ge=1, le=10_000)
 
 
+class ServerSettings(_Section):
+    """The HTTP server of `scheduler-app serve` (uvicorn): how it treats slow and many clients."""
+
+    # Peers whose X-Forwarded-For and X-Forwarded-Proto are believed (a reverse proxy): the
+    # client address they give is the one that rate limits count. "*" trusts every peer.
+    forwarded_allow_ips: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # uvicorn's own default: an idle connection between requests is closed after this.
+    timeout_keep_alive_s: int = Field(5, ge=1, le=3600)
+    request_head_timeout_s: float = Field(10.0, gt=0, le=3600)
+    # Connections and requests in progress at once, beyond which a request is answered 503;
+    # 0: no limit.
+    limit_concurrency: int = Field(1000, ge=0, le=1_000_000)
+
+
 class ReportSettings(_Section):
     dir: Path = Path("var/reports")
     recipients: list[EmailStr] = Field(default_factory=list)
@@ -139,6 +153,7 @@ class Settings(BaseSettings):
     mail: MailSettings = MailSettings()
     reminders: ReminderSettings = ReminderSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    server: ServerSettings = ServerSettings()
     reports: ReportSettings = ReportSettings()
     retention: RetentionSettings = RetentionSettings()
     # Raw entries; validated against the job registry by scheduler_app.job_config.

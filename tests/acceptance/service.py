@@ -60,6 +60,20 @@ def _executable() -> Path:
     return path
 
 
+def service_command(config_path: Path, port: int) -> list[str]:
+    """The command line that serves on 127.0.0.1:port with the given configuration file."""
+    return [
+        str(_executable()),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--config",
+        str(config_path),
+    ]
+
+
 class Service:
     """One service installation (work folder, database, outbox) that can be started many times.
 
@@ -96,16 +110,7 @@ class Service:
             log.write(f"\n===== start #{self.starts} on port {self.port} =====\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                [
-                    str(_executable()),
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--config",
-                    str(self.config_path),
-                ],
+                service_command(self.config_path, self.port),
                 cwd=self.workdir,
                 env=self.env,
                 stdin=subprocess.DEVNULL,

@@ -1,0 +1,112 @@
+"""`scheduler-app serve` as a user starts it: its port, its start-up, its clients."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.acceptance.conftest import ServiceFactory
+from tests.acceptance.service import service_command
+
+
+def test_a_taken_port_is_one_line_and_exit_1_with_nothing_started(
+    make_service: ServiceFactory,
+) -> None:
+    first = make_service()
+    first.start()
+    second = subprocess.run(
+        service_command(first.config_path, first.port),
+        cwd=first.workdir,
+        env=first.env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert second.returncode == 1
+    assert second.stdout == ""
+    assert second.stderr == (
+        f"scheduler-app: cannot listen on 127.0.0.1:{first.port}: address already in use\n"
+    )
+    with first.client() as client:
+        assert client.get("/readyz").status_code == 200
+
+
+def test_the_schema_is_migrated_once_at_start(make_service: ServiceFactory) -> None:
+    service = make_service()
+    service.start()
+    log = service.log_text()
+    assert log.count("Running upgrade  -> 0001") == 1
+    assert log.count("Context impl") == 1
+    service.terminate()
+    service.start()
+    assert service.log_text().count("Context impl") == 1  # nothing to migrate: Alembic not run
+
+
+def _closed_within(sock: socket.socket, timeout_s: float) -> float:
+    """Seconds until the server closes sock (it sends nothing first); fails after timeout_s."""
+    started = time.monotonic()
+    sock.settimeout(timeout_s)
+    assert sock.recv(1024) == b""
+    return time.monotonic() - started
+
+
+# The server's handling of connections does not depend on the database.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_client_that_sends_no_request_head_in_time_is_disconnected(
+    make_service: ServiceFactory,
+) -> None:
+    service = make_service({"SCHEDULER_SERVER__REQUEST_HEAD_TIMEOUT_S": "1"})
+    service.start()
+    address = ("127.0.0.1", service.port)
+    with socket.create_connection(address) as silent, socket.create_connection(address) as slow:
+        slow.sendall(b"GET /healthz HTTP/1.1\r\n")
+        for _ in range(3):  # a header line now and then: every one is before the deadline
+            time.sleep(0.4)
+            try:
+                slow.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                break
+        assert _closed_within(silent, 5) < 3
+        slow.settimeout(5)
+        assert slow.recv(1024) == b""
+
+    # A client that sends its requests in time keeps its connection between them ...
+    polite = http.client.HTTPConnection(*address, timeout=5)
+    try:
+        for _ in range(3):
+            polite.request("GET", "/healthz")
+            response = polite.getresponse()
+            assert (response.status, response.read()) == (200, b'{"status":"ok","checks":{}}')
+            time.sleep(0.5)
+        # ... and after its last answer, it too has the deadline to send the next head.
+        assert polite.sock is not None
+        assert _closed_within(polite.sock, 5) < 3
+    finally:
+        polite.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_requests_beyond_the_concurrency_limit_are_answered_503(
+    make_service: ServiceFactory,
+) -> None:
+    service = make_service({"SCHEDULER_SERVER__LIMIT_CONCURRENCY": "3"})
+    service.start()
+    address = ("127.0.0.1", service.port)
+    idle = [socket.create_connection(address) for _ in range(3)]
+    try:
+        time.sleep(0.2)  # the server has taken them all
+        with service.client() as client:
+            assert client.get("/healthz").status_code == 503
+    finally:
+        for sock in idle:
+            sock.close()
+    with service.client() as client:
+        service.wait_until(
+            "an answer once the idle connections are gone",
+            lambda: client.get("/healthz").status_code == 200,
+        )
