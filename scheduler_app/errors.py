@@ -40,3 +40,11 @@ class InvalidField(SchedulerAppError):
     def __init__(self, location: tuple[str, ...], message: str) -> None:
         super().__init__(message)
         self.location = location
+
+
+class TooManyRequests(SchedulerAppError):
+    """Too many requests; try again later."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -18,6 +18,8 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    func,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -64,6 +66,13 @@ class Reminder(Base):
         Index("ix_reminders_status_remind_at", "status", "remind_at"),
         Index("ix_reminders_finished_at", "finished_at"),
         Index("ix_reminders_created_at", "created_at"),
+        # Scheduled reminders by recipient, for reminders.max_pending_per_address.
+        Index(
+            "ix_reminders_scheduled_address",
+            func.lower(text("email")),
+            sqlite_where=text("status = 'scheduled'"),
+            postgresql_where=text("status = 'scheduled'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, bindparam, func, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from scheduler_app.batch_writer import Grouped
 from scheduler_app.bulk import insert_rows
 from scheduler_app.clock import as_utc
-from scheduler_app.errors import Conflict, Forbidden, InvalidField, NotFound
+from scheduler_app.errors import Conflict, Forbidden, InvalidField, NotFound, TooManyRequests
 from scheduler_app.ids import new_id
 from scheduler_app.models import Reminder, ReminderStatus
 from scheduler_app.scheduler import JOBS, reminder_job_row
@@ -113,6 +113,7 @@ def subscribe_all(session: Session, requests: list[SubscribeRequest]) -> list[Su
     """
     subscriptions: list[Subscription] = []
     new_rows: list[dict[str, Any]] = []
+    pending = _PendingByAddress(session, requests)
     for item in requests:
         key = item.idempotency_key
         # Only a request with an Idempotency-Key can be replayed, so only it needs a fingerprint.
@@ -128,6 +129,7 @@ def subscribe_all(session: Session, requests: list[SubscribeRequest]) -> list[Su
                 continue
         if isinstance(item.due, InvalidField):
             raise item.due
+        pending.add(item.request.email, item.due, item.now, item.limits.max_pending_per_address)
         reminder_id = new_id()
         token = _cancel_token(reminder_id, key)
         row = {
@@ -151,7 +153,48 @@ def subscribe_all(session: Session, requests: list[SubscribeRequest]) -> list[Su
     return subscriptions
 
 
+class _PendingByAddress:
+    """Scheduled reminders per recipient, read once for a batch's addresses, counted on as the
+    batch adds its own; refuses one past `reminders.max_pending_per_address`."""
+
+    def __init__(self, session: Session, requests: list[SubscribeRequest]) -> None:
+        self._counts: dict[str, tuple[int, datetime]] = {}
+        limited = {
+            item.request.email.lower() for item in requests if item.limits.max_pending_per_address
+        }
+        if limited:
+            rows = session.execute(_PENDING_BY_ADDRESS, {"addresses": sorted(limited)})
+            self._counts = {row.address: (row.pending, as_utc(row.earliest)) for row in rows}
+
+    def add(self, email: str, due: datetime, now: datetime, limit: int) -> None:
+        if not limit:
+            return
+        address = email.lower()
+        pending, earliest = self._counts.get(address, (0, due))
+        if pending >= limit:
+            raise TooManyRequests(
+                f"{pending} reminders are already scheduled for this address, the most allowed; "
+                "try again once one of them is sent or cancelled",
+                retry_after_s=(earliest - now).total_seconds(),
+            )
+        self._counts[address] = (pending + 1, min(earliest, due))
+
+
 _REMINDERS = cast(Table, Reminder.__table__)
+# By the partial index ix_reminders_scheduled_address, whose condition the query must spell
+# out as it is: with the status as a parameter, neither database can tell that it applies.
+_PENDING_BY_ADDRESS = (
+    select(
+        func.lower(Reminder.email).label("address"),
+        func.count().label("pending"),
+        func.min(Reminder.remind_at).label("earliest"),
+    )
+    .where(
+        func.lower(Reminder.email).in_(bindparam("addresses", expanding=True)),
+        Reminder.status == literal_column(f"'{ReminderStatus.SCHEDULED.value}'"),
+    )
+    .group_by(func.lower(Reminder.email))
+)
 _COLUMNS = tuple(_REMINDERS.columns.keys())
 _EMPTY_ROW: dict[str, Any] = dict.fromkeys(_COLUMNS)
 _JOB_COLUMNS = ("id", "next_run_time", "job_state")

@@ -33,6 +33,7 @@ from scheduler_app.executor import (
 from scheduler_app.job_config import CronJobSpec, parse_job_specs
 from scheduler_app.mail import MailBackend, build_mail_backend
 from scheduler_app.migrate import upgrade_database
+from scheduler_app.rate_limit import RateLimiter
 from scheduler_app.reconcile import ReconcilePlan, reconcile
 from scheduler_app.recovery import recover_reminders
 from scheduler_app.scheduler import (
@@ -61,6 +62,7 @@ class Runtime:
     executor: RegistryExecutor
     scheduler: OffLoopScheduler
     checkpointer: WalCheckpointer | None = None
+    subscribe_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
@@ -103,6 +105,7 @@ class Runtime:
             executor=executor,
             scheduler=build_scheduler(settings, engine, executor),
             checkpointer=checkpointer,
+            subscribe_limiter=RateLimiter(settings.reminders.per_client_per_minute),
         )
         # Started paused so that recovery and reconciling see the store before any job runs; a
         # process with the scheduler disabled stays paused: it stores jobs but never runs them.

@@ -87,6 +87,17 @@ class ReminderSettings(_Section):
     max_attempts: int = Field(8, ge=1, le=100, description="Delivery attempts before 'failed'.")
     retry_base_s: float = Field(30.0, gt=0, description="Wait after the first failed attempt.")
     retry_max_s: float = Field(1800.0, gt=0, description="Longest wait between two attempts.")
+    # POST /subscribe has the service e-mail any address it is given: these keep one client,
+    # or many, from using it to flood someone's mailbox. 0 switches either off.
+    per_client_per_minute: int = Field(60, ge=0, le=1_000_000)
+    max_pending_per_address: int = Field(20, ge=0, le=1_000_000)
+    # When set, POST /subscribe needs it as a bearer token (for backends that call it).
+    subscribe_token: SecretStr | None = None
+
+    @field_validator("subscribe_token")
+    @classmethod
+    def _strong_subscribe_token(cls, value: SecretStr | None) -> SecretStr | None:
+        return _strong_token(value)
 
 
 class SchedulerSettings(_Section):
@@ -175,9 +186,7 @@ class Settings(BaseSettings):
     @field_validator("admin_token")
     @classmethod
     def _strong_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("must be at least 16 characters long")
-        return value
+        return _strong_token(value)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -229,6 +238,12 @@ def normalize_database_url(value: str) -> str:
     if backend == "sqlite":
         return value
     return url.set(drivername=f"{backend}+{DRIVERS[backend]}").render_as_string(hide_password=False)
+
+
+def _strong_token(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and len(value.get_secret_value()) < 16:
+        raise ValueError("must be at least 16 characters long")
+    return value
 
 
 def check_timezone(name: str) -> ZoneInfo:

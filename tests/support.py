@@ -84,6 +84,11 @@ def free_port() -> int:
         return port
 
 
+# The limits on POST /subscribe switched off: most tests post many reminders from one client to
+# one address. The limits have tests of their own (tests/api/test_subscribe_limits.py).
+UNLIMITED = {"per_client_per_minute": 0, "max_pending_per_address": 0}
+
+
 def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settings:
     """Settings for a test: everything under tmp_path, no .env, no config file."""
     values: dict[str, Any] = {
@@ -91,6 +96,7 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
         "state_dir": tmp_path / "var",
         "admin_token": ADMIN_TOKEN,
         "mail": {"outbox_dir": tmp_path / "outbox", "from_address": "Tests <tests@example.com>"},
+        "reminders": UNLIMITED,
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(values.get(key), dict):
@@ -300,6 +306,7 @@ class Deployment:
             "admin_token": ADMIN_TOKEN,
             "mail": {"outbox_dir": tmp_path / "outbox"},
             "reports": {"dir": tmp_path / "reports"},
+            "reminders": UNLIMITED,
         }
 
     def write(self, jobs: list[Any]) -> None:

@@ -29,6 +29,7 @@ from scheduler_app.errors import (
     InvalidField,
     NotFound,
     SchedulerAppError,
+    TooManyRequests,
     Unauthorized,
 )
 
@@ -41,6 +42,7 @@ STATUS_CODES: dict[type[SchedulerAppError], int] = {
     Conflict: status.HTTP_409_CONFLICT,
     InvalidField: status.HTTP_422_UNPROCESSABLE_CONTENT,
     ConfigError: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    TooManyRequests: status.HTTP_429_TOO_MANY_REQUESTS,
 }
 
 DATABASE_UNAVAILABLE = "database unavailable, retry shortly"
@@ -61,6 +63,8 @@ async def _service_error(_: Request, exc: Exception) -> JSONResponse:
     else:
         body = exc.message
     headers = {"WWW-Authenticate": "Bearer"} if code == status.HTTP_401_UNAUTHORIZED else None
+    if isinstance(exc, TooManyRequests):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
     return JSONResponse({"detail": body}, status_code=code, headers=headers)
 
 

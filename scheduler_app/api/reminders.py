@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -13,7 +14,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from scheduler_app import reminders
 from scheduler_app.api.deps import AdminDep, BearerTokenDep, RuntimeDep, SessionDep, get_runtime
-from scheduler_app.errors import InvalidField
+from scheduler_app.errors import InvalidField, TooManyRequests, Unauthorized
 from scheduler_app.models import Reminder, ReminderStatus
 from scheduler_app.pagination import decode_cursor, encode_cursor, parse_cursor_time
 from scheduler_app.runtime import Runtime
@@ -108,11 +109,15 @@ class SubscribeRoute(APIRoute):
     """
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
         if not _plain_json_post(scope):
+            if scope["method"] == "POST":
+                admit_subscriber(await get_runtime(request), request)
             await super().handle(scope, receive, send)
             return
-        request = Request(scope, receive)
         raw = await request.body()
+        # Before the body is parsed: a refused client costs no more than reading it.
+        admit_subscriber(await get_runtime(request), request)
         try:
             body = ReminderCreate.model_validate_json(raw)
         except ValidationError:
@@ -120,6 +125,31 @@ class SubscribeRoute(APIRoute):
             return
         response = await subscribe(body, request)
         await response(scope, receive, send)
+
+
+def admit_subscriber(runtime: Runtime, request: Request) -> None:
+    """Refuse a POST /subscribe without the subscribe token (when one is set), or past the
+    client's rate limit."""
+    token = runtime.settings.reminders.subscribe_token
+    if token is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        allowed = (token.get_secret_value(), runtime.admin_token)
+        if scheme.lower() != "bearer" or not any(
+            hmac.compare_digest(given.encode(), secret.encode()) for secret in allowed
+        ):
+            raise Unauthorized(
+                "send 'Authorization: Bearer <token>' with the subscribe token "
+                "(reminders.subscribe_token)"
+            )
+    # The client's address as the server saw it, or as a trusted proxy reported it.
+    client = request.client.host if request.client else "unknown"
+    wait_s = runtime.subscribe_limiter.acquire(client)
+    if wait_s is not None:
+        limit = runtime.subscribe_limiter.per_minute
+        raise TooManyRequests(
+            f"more than {limit} requests a minute from this client address; try again later",
+            retry_after_s=wait_s,
+        )
 
 
 def _plain_json_post(scope: Scope) -> bool:
@@ -154,7 +184,14 @@ router.add_api_route(
     methods=["POST"],
     status_code=status.HTTP_201_CREATED,
     response_model=ReminderCreated,
-    responses={422: {"description": "A field is invalid; `detail[].loc` names it."}},
+    responses={
+        401: {"description": "reminders.subscribe_token is set and was not sent."},
+        422: {"description": "A field is invalid; `detail[].loc` names it."},
+        429: {
+            "description": "Too many requests from this client, or too many reminders "
+            "scheduled for this address; Retry-After says when to try again."
+        },
+    },
     route_class_override=SubscribeRoute,
 )
 

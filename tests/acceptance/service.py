@@ -35,6 +35,9 @@ def service_environment(
         "SCHEDULER_MAIL__BACKEND": "outbox",
         "SCHEDULER_MAIL__OUTBOX_DIR": str(tmp_path / "outbox"),
         "SCHEDULER_MAIL__FROM_ADDRESS": "Acceptance <acceptance@example.com>",
+        # Off, as in tests.support.UNLIMITED: these tests post many reminders from one client.
+        "SCHEDULER_REMINDERS__PER_CLIENT_PER_MINUTE": "0",
+        "SCHEDULER_REMINDERS__MAX_PENDING_PER_ADDRESS": "0",
     }
     variables.update(extra or {})
     return variables

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 
+import httpx
 import pytest
 
 from tests.acceptance.conftest import ServiceFactory
@@ -110,3 +111,34 @@ def test_requests_beyond_the_concurrency_limit_are_answered_503(
             "an answer once the idle connections are gone",
             lambda: client.get("/healthz").status_code == 200,
         )
+
+
+def _posts_from(client: httpx.Client, forwarded_for: str, count: int) -> list[int]:
+    headers = {"X-Forwarded-For": forwarded_for}
+    body = {"email": "ada@example.com", "delay_seconds": 3600}
+    return [client.post("/subscribe", json=body, headers=headers).status_code for _ in range(count)]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_rate_limit_counts_the_client_a_trusted_proxy_names(
+    make_service: ServiceFactory,
+) -> None:
+    # By default the proxy may be on this host (127.0.0.1, as the test client is).
+    service = make_service({"SCHEDULER_REMINDERS__PER_CLIENT_PER_MINUTE": "2"})
+    service.start()
+    with service.client() as client:
+        assert _posts_from(client, "203.0.113.5", 3) == [201, 201, 429]
+        assert _posts_from(client, "203.0.113.6", 1) == [201]
+    service.terminate()
+
+    # A peer that is not a trusted proxy cannot choose its address.
+    service = make_service(
+        {
+            "SCHEDULER_REMINDERS__PER_CLIENT_PER_MINUTE": "2",
+            "SCHEDULER_SERVER__FORWARDED_ALLOW_IPS": '["192.0.2.1"]',
+        }
+    )
+    service.start()
+    with service.client() as client:
+        assert _posts_from(client, "203.0.113.5", 2) == [201, 201]
+        assert _posts_from(client, "203.0.113.6", 1) == [429]

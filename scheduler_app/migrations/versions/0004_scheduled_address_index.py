@@ -1,0 +1,32 @@
+"""Index scheduled reminders by recipient, for reminders.max_pending_per_address.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-04
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+_SCHEDULED = sa.text("status = 'scheduled'")
+
+
+def upgrade() -> None:
+    op.create_index(
+        "ix_reminders_scheduled_address",
+        "reminders",
+        [sa.text("lower(email)")],
+        sqlite_where=_SCHEDULED,
+        postgresql_where=_SCHEDULED,
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_reminders_scheduled_address", table_name="reminders")
