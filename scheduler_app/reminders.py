@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -50,11 +50,21 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _cancel_token(reminder_id: str, idempotency_key: str | None) -> str:
+def _cancel_token(reminder_id: str, idempotency_key: str | None, secret_key: bytes) -> str:
     if idempotency_key is None:
         return secrets.token_urlsafe(32)
     # With an Idempotency-Key the token must be reproducible for the replay, yet only its hash is
-    # stored: derive it from the key, which whoever replays already holds.
+    # stored: derive it from the key and the reminder, signed with the service's secret key, so
+    # that knowing the key and the reminder's id is not enough to compute it.
+    if not secret_key:
+        raise ValueError("a cancel token for an Idempotency-Key needs the secret key")
+    message = f"cancel-token\0{reminder_id}\0{idempotency_key}".encode()
+    return hmac.new(secret_key, message, "sha256").hexdigest()
+
+
+def _legacy_cancel_token(reminder_id: str, idempotency_key: str) -> str:
+    # How tokens of reminders created before the secret key was used were derived: a replay of
+    # one of those (within retention.idempotency_key_hours of the upgrade) still gets its token.
     digest = hmac.new(idempotency_key.encode(), f"cancel:{reminder_id}".encode(), "sha256")
     return digest.hexdigest()
 
@@ -101,6 +111,8 @@ class SubscribeRequest:
     due: datetime | InvalidField
     limits: ReminderSettings
     idempotency_key: str | None = None
+    # Signs the cancel token of a request with an Idempotency-Key (security.resolve_secret_key).
+    secret_key: bytes = field(default=b"", repr=False)
 
 
 def subscribe_all(session: Session, requests: list[SubscribeRequest]) -> list[Subscription]:
@@ -123,7 +135,7 @@ def subscribe_all(session: Session, requests: list[SubscribeRequest]) -> list[Su
             # Earlier requests of this batch with the same key must be visible to the check.
             _insert(session, new_rows)
             new_rows = []
-            existing = _replay(session, key_hash, fingerprint, key)
+            existing = _replay(session, key_hash, fingerprint, key, item.secret_key)
             if existing is not None:
                 subscriptions.append(existing)
                 continue
@@ -131,7 +143,7 @@ def subscribe_all(session: Session, requests: list[SubscribeRequest]) -> list[Su
             raise item.due
         pending.add(item.request.email, item.due, item.now, item.limits.max_pending_per_address)
         reminder_id = new_id()
-        token = _cancel_token(reminder_id, key)
+        token = _cancel_token(reminder_id, key, item.secret_key)
         row = {
             **_EMPTY_ROW,
             "id": reminder_id,
@@ -214,7 +226,7 @@ SUBSCRIBE = Grouped("subscribe", subscribe_all)
 
 
 def _replay(
-    session: Session, key_hash: str, fingerprint: str, idempotency_key: str | None
+    session: Session, key_hash: str, fingerprint: str, idempotency_key: str, secret_key: bytes
 ) -> Subscription | None:
     reminder = session.scalar(select(Reminder).where(Reminder.idempotency_key_hash == key_hash))
     if reminder is None:
@@ -225,7 +237,11 @@ def _replay(
             "was already used for a different request; use a new key for a new reminder",
         )
     row = {column: getattr(reminder, column) for column in _COLUMNS}
-    return Subscription(row, _cancel_token(reminder.id, idempotency_key), replayed=True)
+    token = _cancel_token(reminder.id, idempotency_key, secret_key)
+    legacy = _legacy_cancel_token(reminder.id, idempotency_key)
+    if reminder.cancel_token_hash == hash_token(legacy):
+        token = legacy
+    return Subscription(row, token, replayed=True)
 
 
 def get_reminder(session: Session, reminder_id: str) -> Reminder:

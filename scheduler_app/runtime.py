@@ -43,7 +43,7 @@ from scheduler_app.scheduler import (
     stored_job_ids,
     unschedule_reminder_job,
 )
-from scheduler_app.security import resolve_admin_token
+from scheduler_app.security import resolve_admin_token, resolve_secret_key
 from scheduler_app.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class Runtime:
     sessions: SessionFactory
     mail: MailBackend
     admin_token: str
+    secret_key: bytes
     executor: RegistryExecutor
     scheduler: OffLoopScheduler
     checkpointer: WalCheckpointer | None = None
@@ -102,6 +103,7 @@ class Runtime:
             sessions=sessions,
             mail=mail,
             admin_token=resolve_admin_token(settings),
+            secret_key=resolve_secret_key(settings),
             executor=executor,
             scheduler=build_scheduler(settings, engine, executor),
             checkpointer=checkpointer,

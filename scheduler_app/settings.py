@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     database_url: str = Field("sqlite:///var/scheduler.db", repr=False)
     timezone: str = "UTC"
     admin_token: SecretStr | None = None
+    # Signs what the service must recognise later (cancel tokens); generated into state_dir
+    # when unset.
+    secret_key: SecretStr | None = None
     state_dir: Path = Path("var")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     mail: MailSettings = MailSettings()
@@ -187,6 +190,13 @@ class Settings(BaseSettings):
     @classmethod
     def _strong_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
         return _strong_token(value)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _strong_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters long")
+        return value
 
     @property
     def zone(self) -> ZoneInfo:

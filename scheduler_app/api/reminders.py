@@ -77,7 +77,9 @@ async def subscribe(
             raise
         due = problem  # unless the key replays an earlier request
     # Written with the requests and deliveries of the same moment in one transaction.
-    item = reminders.SubscribeRequest(body, now, due, limits, idempotency_key)
+    item = reminders.SubscribeRequest(
+        body, now, due, limits, idempotency_key, secret_key=runtime.secret_key
+    )
     subscription = await runtime.writer.run_grouped(reminders.SUBSCRIBE, item)
     row = subscription.row
     headers = {"Location": f"/reminders/{subscription.reminder_id}"}

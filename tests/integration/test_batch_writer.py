@@ -219,7 +219,7 @@ def test_concurrent_requests_with_one_idempotency_key_create_one_reminder(
 
     def request(email: str, key: str | None) -> reminders.SubscribeRequest:
         body = ReminderCreate(email=email, delay_seconds=3600)
-        return reminders.SubscribeRequest(body, NOW, due, limits, key)
+        return reminders.SubscribeRequest(body, NOW, due, limits, key, secret_key=b"k" * 32)
 
     requests = [request("ada@example.com", "order-1") for _ in range(5)]
     requests += [request(f"u{n}@example.com", None) for n in range(5)]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import stat
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, update
 
 from scheduler_app.app import create_app
+from scheduler_app.models import Reminder
+from scheduler_app.reminders import hash_token
 from tests.support import SmtpSink, make_settings, smtp_mail, wait_until
 
 
@@ -60,3 +64,77 @@ def test_secrets_never_reach_logs_or_responses(
     everything = caplog.text + "".join(bodies)
     assert admin_token not in everything
     assert "smtp-pass-never-logged" not in everything
+
+
+def test_a_cancel_token_cannot_be_derived_from_the_idempotency_key_alone(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(tmp_path, database_url)
+    key = "order-1"
+    request = {"email": "a@example.com", "delay_seconds": 3600}
+    with TestClient(create_app(settings)) as client:
+        created = client.post("/subscribe", json=request, headers={"Idempotency-Key": key}).json()
+        reminder_id, token = created["id"], created["cancel_token"]
+        # What anyone could compute before the secret key signed the token.
+        guessed = hmac.new(key.encode(), f"cancel:{reminder_id}".encode(), "sha256").hexdigest()
+        assert token != guessed
+        denied = client.get(
+            f"/reminders/{reminder_id}", headers={"Authorization": f"Bearer {guessed}"}
+        )
+        assert denied.status_code == 403
+
+    key_file = settings.state_dir / "secret_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    secret = key_file.read_text()
+    # Generated once: after a restart the replay still returns the token that works.
+    with TestClient(create_app(settings)) as client:
+        replay = client.post("/subscribe", json=request, headers={"Idempotency-Key": key})
+        assert replay.json()["cancel_token"] == token
+        allowed = client.get(
+            f"/reminders/{reminder_id}", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert allowed.status_code == 200
+    assert key_file.read_text() == secret
+
+
+def test_a_configured_secret_key_signs_the_tokens(tmp_path: Path, database_url: str) -> None:
+    request = {"email": "a@example.com", "delay_seconds": 3600}
+    tokens = []
+    for name, secret in (("one", "s" * 32), ("two", "t" * 32)):
+        settings = make_settings(
+            tmp_path / name, f"sqlite:///{tmp_path / name}.db", secret_key=secret
+        )
+        with TestClient(create_app(settings)) as client:
+            answer = client.post("/subscribe", json=request, headers={"Idempotency-Key": "k"})
+            tokens.append(answer.json()["cancel_token"])
+        assert not (settings.state_dir / "secret_key").exists()
+    assert tokens[0] != tokens[1]
+
+
+def test_a_replay_of_a_reminder_from_before_the_secret_key_gets_its_token(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(tmp_path, database_url)
+    key = "order-7"
+    request = {"email": "a@example.com", "delay_seconds": 3600}
+    with TestClient(create_app(settings)) as client:
+        reminder_id = client.post(
+            "/subscribe", json=request, headers={"Idempotency-Key": key}
+        ).json()["id"]
+    # The token as the code before the secret key stored it.
+    legacy = hmac.new(key.encode(), f"cancel:{reminder_id}".encode(), "sha256").hexdigest()
+    engine = create_engine(settings.database_url)
+    with engine.begin() as connection:
+        connection.execute(
+            update(Reminder)
+            .where(Reminder.id == reminder_id)
+            .values(cancel_token_hash=hash_token(legacy))
+        )
+    engine.dispose()
+    with TestClient(create_app(settings)) as client:
+        replay = client.post("/subscribe", json=request, headers={"Idempotency-Key": key})
+        assert replay.json()["cancel_token"] == legacy
+        shown = client.get(
+            f"/reminders/{reminder_id}", headers={"Authorization": f"Bearer {legacy}"}
+        )
+        assert shown.status_code == 200
