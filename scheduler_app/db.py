@@ -13,6 +13,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from scheduler_app.files import create_private_file
+
 SessionFactory = sessionmaker[Session]
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -37,7 +39,8 @@ def create_db_engine(database_url: str) -> Engine:
         )
 
     if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        # SQLite gives its -wal and -shm files the database file's permissions.
+        create_private_file(Path(url.database))
     engine = create_engine(
         url,
         pool_size=POOL_SIZE,

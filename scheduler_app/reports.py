@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from scheduler_app.clock import as_utc
+from scheduler_app.files import private_dir
 from scheduler_app.models import JobRun, Reminder, ReminderStatus, RunOutcome
 from scheduler_app.scheduler import REMINDER_JOB_PREFIX
 
@@ -231,7 +232,7 @@ def render_markdown(report: DailyReport) -> str:
 
 def write_atomically(path: Path, text: str) -> None:
     """Write text to path so that a reader sees the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     # Same folder as the target: os.replace is only atomic within one file system.
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

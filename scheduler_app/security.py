@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from scheduler_app.files import private_dir
 from scheduler_app.settings import Settings
 
 ADMIN_TOKEN_FILE = "admin_token"  # noqa: S105 (a file name)
@@ -61,7 +62,7 @@ def _kept_secret(path: Path) -> tuple[str, bool]:
 def _write_private(path: Path, content: str) -> None:
     """Write path, readable by the owner only, whole or not at all; FileExistsError if it is
     there already (another process starting at the same moment wrote it first)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(descriptor, "w") as handle:  # mkstemp creates it owner-only

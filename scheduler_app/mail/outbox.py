@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from scheduler_app.files import PRIVATE_FILE, private_dir
 from scheduler_app.mail.backend import DeliveryError
 from scheduler_app.mail.message import OutgoingMessage
 
@@ -28,12 +29,13 @@ class OutboxBackend:
             raise DeliveryError(f"{type(exc).__name__}: {exc}", transient=True) from exc
 
     def _write(self, data: bytes) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         final = self.directory / f"{stamp}-{uuid.uuid4().hex[:12]}.eml"
         # Written aside, flushed, then renamed: a reader never sees half a message.
         partial = final.with_suffix(".eml.part")
-        with partial.open("xb") as handle:
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+        with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import stat
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,8 @@ from sqlalchemy import create_engine, update
 from scheduler_app.app import create_app
 from scheduler_app.models import Reminder
 from scheduler_app.reminders import hash_token
-from tests.support import SmtpSink, make_settings, smtp_mail, wait_until
+from scheduler_app.reports import DailyReport, LagStats, ReminderCounts, write_report
+from tests.support import SmtpSink, make_settings, smtp_mail, wait_for_status, wait_until
 
 
 def test_an_unset_admin_token_is_generated_once_and_kept_private(
@@ -138,3 +141,42 @@ def test_a_replay_of_a_reminder_from_before_the_secret_key_gets_its_token(
             f"/reminders/{reminder_id}", headers={"Authorization": f"Bearer {legacy}"}
         )
         assert shown.status_code == 200
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_files_holding_addresses_and_messages_are_the_owners_only(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(tmp_path, database_url)
+    previous = os.umask(0o022)  # the usual umask: new files readable by everyone
+    try:
+        with TestClient(create_app(settings)) as client:
+            created = client.post(
+                "/subscribe", json={"email": "a@example.com", "delay_seconds": 0.1}
+            )
+            wait_for_status(client, created.json()["id"], "sent")
+            database = Path(settings.database_url.removeprefix("sqlite:///"))
+            files = [database, *database.parent.glob(f"{database.name}-*")]
+            files += list(settings.mail.outbox_dir.iterdir())
+            assert len(files) >= 4  # the database, its -wal and -shm, one message
+            written = write_report(tmp_path / "reports", collect_empty_report(), "# report\n")
+            files += list(written)
+            modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in files}
+            assert set(modes.values()) == {0o600}, modes
+            folders = (settings.mail.outbox_dir, settings.state_dir, tmp_path / "reports")
+            assert {stat.S_IMODE(folder.stat().st_mode) for folder in folders} == {0o700}
+    finally:
+        os.umask(previous)
+
+
+def collect_empty_report() -> DailyReport:
+    end = datetime(2026, 12, 4, 8, tzinfo=UTC)
+    return DailyReport(
+        date=end.date(),
+        timezone="UTC",
+        start=end - timedelta(days=1),
+        end=end,
+        reminders=ReminderCounts(),
+        lag=LagStats(),
+        runs={},
+    )
