@@ -200,7 +200,8 @@ def mark_all_sent(session: Session, sent: list[tuple[str, datetime]]) -> list[No
         "id",
         ("sent_at", "finished_at", "updated_at"),
         rows,
-        constants={"status": ReminderStatus.SENT, "next_attempt_at": None},
+        # An earlier attempt's error no longer describes a reminder that was sent.
+        constants={"status": ReminderStatus.SENT, "next_attempt_at": None, "last_error": None},
     )
     return [None] * len(sent)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -253,11 +254,12 @@ def get_reminder(session: Session, reminder_id: str) -> Reminder:
 
 def authorize(
     reminder: Reminder, token: str, admin_token: str, *, now: datetime, token_ttl: timedelta
-) -> None:
-    """Allow the admin token, or the reminder's own cancel token until token_ttl after it ended."""
+) -> bool:
+    """Allow the admin token (True), or the reminder's own cancel token until token_ttl after
+    it ended (False)."""
     token_hash = hash_token(token)
     if hmac.compare_digest(token_hash, hash_token(admin_token)):
-        return
+        return True
     own = reminder.cancel_token_hash is not None and hmac.compare_digest(
         token_hash, reminder.cancel_token_hash
     )
@@ -265,6 +267,19 @@ def authorize(
         raise Forbidden("this token does not grant access to this reminder")
     if reminder.finished_at is not None and now > reminder.finished_at + token_ttl:
         raise Forbidden(f"this cancel token expired {token_ttl.days} days after the reminder ended")
+    return False
+
+
+# "SMTPConnectError: Error connecting to mail.internal on port 587 ..." -> "SMTPConnectError".
+_ERROR_DETAIL = re.compile(
+    r"\b([A-Za-z_][A-Za-z0-9_]*(?:Error|Exception|Refused|Disconnected|NotSupported)): [^;]*"
+)
+
+
+def public_error(error: str | None) -> str | None:
+    """last_error as a cancel-token holder sees it: what failed and why in general terms,
+    without the operator's detail (mail server host and port, its replies)."""
+    return None if error is None else _ERROR_DETAIL.sub(r"\1", error)
 
 
 def cancel(session: Session, reminder: Reminder, now: datetime) -> None:

@@ -47,16 +47,22 @@ _AUTH_ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-def _authorize(reminder: Reminder, token: str, runtime: Runtime) -> None:
+def _authorize(reminder: Reminder, token: str, runtime: Runtime) -> bool:
+    """Whether the token is the admin token (else it is the reminder's own cancel token)."""
     ttl = timedelta(days=runtime.settings.retention.cancel_token_days)
-    reminders.authorize(reminder, token, runtime.admin_token, now=runtime.clock(), token_ttl=ttl)
+    return reminders.authorize(
+        reminder, token, runtime.admin_token, now=runtime.clock(), token_ttl=ttl
+    )
 
 
 _PUBLIC_FIELDS = tuple(ReminderPublic.model_fields)
 
 
-def _public(reminder: Reminder) -> ReminderPublic:
-    return ReminderPublic.model_validate(reminder, from_attributes=True)
+def _public(reminder: Reminder, *, admin: bool = True) -> ReminderPublic:
+    public = ReminderPublic.model_validate(reminder, from_attributes=True)
+    if admin:
+        return public
+    return public.model_copy(update={"last_error": reminders.public_error(public.last_error)})
 
 
 async def subscribe(
@@ -204,8 +210,8 @@ def get_reminder(
 ) -> ReminderPublic:
     """Show a reminder and its delivery status."""
     reminder = reminders.get_reminder(session, reminder_id)
-    _authorize(reminder, token, runtime)
-    return _public(reminder)
+    admin = _authorize(reminder, token, runtime)
+    return _public(reminder, admin=admin)
 
 
 @router.delete(
@@ -218,10 +224,10 @@ def cancel_reminder(
 ) -> ReminderPublic:
     """Cancel a scheduled reminder; cancelling a cancelled one again is a no-op."""
     reminder = reminders.get_reminder(session, reminder_id)
-    _authorize(reminder, token, runtime)
+    admin = _authorize(reminder, token, runtime)
     reminders.cancel(session, reminder, runtime.clock())
     runtime.unschedule_reminder(reminder.id)
-    return _public(reminder)
+    return _public(reminder, admin=admin)
 
 
 @router.get(

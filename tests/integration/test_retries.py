@@ -65,6 +65,7 @@ def test_a_transient_failure_is_retried_until_it_succeeds(
         attempts = runs(client, reminder_id)
 
     assert shown["attempts"] == 3
+    assert shown["last_error"] is None  # the earlier attempts' error no longer applies
     assert [run.outcome for run in attempts] == ["error", "error", "success"]
     assert "451" in (attempts[0].error or "")
     assert "next attempt at" in (attempts[0].error or "")
@@ -83,6 +84,21 @@ def test_a_permanent_failure_fails_at_once(
     assert shown["last_error"].startswith("permanent error: SMTPDataError")
     assert "550" in shown["last_error"]
     assert [run.outcome for run in attempts] == ["error"]
+
+
+def test_a_cancel_token_holder_sees_what_failed_without_the_mail_servers_detail(
+    tmp_path: Path, database_url: str
+) -> None:
+    unreachable = free_port()
+    with client_for(tmp_path, database_url, "127.0.0.1", unreachable) as client:
+        created = client.post("/subscribe", json={"email": "ada@example.com", "delay_seconds": 0.1})
+        reminder_id = created.json()["id"]
+        admin_view = wait_for_status(client, reminder_id, "failed")
+        own = {"Authorization": f"Bearer {created.json()['cancel_token']}"}
+        holder_view = client.get(f"/reminders/{reminder_id}", headers=own).json()
+    assert f"port {unreachable}" in admin_view["last_error"]
+    assert holder_view["last_error"] == "gave up after 3 attempts: SMTPConnectError"
+    assert {**holder_view, "last_error": None} == {**admin_view, "last_error": None}
 
 
 def test_after_the_last_attempt_it_is_failed_and_an_operator_can_retry(
