@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field
 
 from scheduler_app import cleanup
 from scheduler_app.db import SessionFactory
@@ -16,14 +19,18 @@ from scheduler_app.executor import JobContext
 logger = logging.getLogger(__name__)
 
 
-async def token_cleanup(ctx: JobContext, batch_size: int | None = None) -> str:
+# The same bounds as retention.batch_size: config.yaml's kwargs are checked against them.
+BatchSize = Annotated[int, Field(ge=1, le=100_000)]
+
+
+async def token_cleanup(ctx: JobContext, batch_size: BatchSize | None = None) -> str:
     """Apply the retention rule in batches of batch_size (default retention.batch_size).
 
     Returns the number of rows each step changed.
     """
     retention = ctx.settings.retention
     size = retention.batch_size if batch_size is None else batch_size
-    if size < 1:
+    if size < 1:  # a direct call; config.yaml's kwargs are checked against BatchSize
         raise ValueError(f"batch_size must be at least 1, not {size}")
     # One reading of the clock for every step, so that all of them apply the same rule.
     cutoffs = cleanup.retention_cutoffs(ctx.clock(), retention)

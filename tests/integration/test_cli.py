@@ -99,6 +99,7 @@ def test_check_config_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
         "  - {id: daily-report, job: daily_reprt, cron: '0 8 * * *'}\n"
         "  - {id: cleanup, job: token_cleanup, cron: '0 24 * * *', kwargs: {batch: 5}}\n"
         "  - {id: cleanup, job: token_cleanup, cron: '0 1 * * *', timezone: Nowhere/City}\n"
+        "  - {id: small, job: token_cleanup, cron: '0 2 * * *', kwargs: {batch_size: -5}}\n"
     )
     result = check_config(tmp_path, "--config", str(config))
     assert result.returncode == 1
@@ -109,6 +110,9 @@ def test_check_config_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
     assert "unknown keyword argument 'batch'" in errors
     assert "duplicate id 'cleanup'" in errors
     assert "unknown time zone 'Nowhere/City'" in errors
+    assert "jobs[3] 'small': argument batch_size: Input should be greater than or equal to 1" in (
+        errors
+    )
 
 
 def test_a_bad_jobs_list_stops_serve_naming_file_and_entry(tmp_path: Path) -> None:
