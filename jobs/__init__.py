@@ -31,6 +31,11 @@ REGISTRY: Mapping[str, RegisteredJob] = MappingProxyType(
                 token_cleanup,
                 "Expire old cancel tokens and Idempotency-Keys; delete old reminders and runs.",
                 configurable=True,
+                default_entry={
+                    "id": "token-cleanup",
+                    "cron": "*/15 * * * *",
+                    "misfire_grace_s": 600,
+                },
             ),
         )
     }

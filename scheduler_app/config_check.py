@@ -20,9 +20,14 @@ from scheduler_app.settings import Settings
 
 def describe_jobs(specs: Sequence[CronJobSpec], settings: Settings, now: datetime) -> Iterator[str]:
     source = settings.config_file or "configuration"
-    yield f"{source}: valid, {len(specs)} cron job(s)"
+    builtin = sum(spec.source == "builtin" for spec in specs)
+    yield f"{source}: valid, {len(specs) - builtin} cron job(s)" + (
+        f", and {builtin} built-in" if builtin else ""
+    )
     for spec in specs:
         state = "" if spec.enabled else " [disabled]"
+        if spec.source == "builtin":
+            state += " [built in: runs unless config.yaml has an entry for its job]"
         yield ""
         yield f"{spec.id}{state}: job {spec.job}, cron '{spec.cron}' ({spec.timezone})"
         yield f"  {describe_crontab(spec.cron)}"

@@ -100,6 +100,10 @@ class RegisteredJob:
     description: str
     # False for internal jobs (reminder delivery) that config.yaml may not name.
     configurable: bool = True
+    # A job that must run even when config.yaml does not name it (maintenance): its entry when
+    # no entry of the file runs this job. An entry of the file replaces it (enabled: false
+    # switches it off).
+    default_entry: Mapping[str, Any] | None = None
 
 
 def registered_job(name: str, *args: Any, **kwargs: Any) -> NoReturn:

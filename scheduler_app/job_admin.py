@@ -224,10 +224,18 @@ def resume_job(session: Session, scheduler: BaseScheduler, job_id: str, now: dat
 def cancel_job(session: Session, scheduler: BaseScheduler, job_id: str, now: datetime) -> None:
     """Cancel a reminder's job (the reminder becomes 'cancelled'); config jobs are refused."""
     if not _is_reminder(job_id):
-        if session.get(CronJob, job_id) is not None:
+        # Worded for every client: the API, the command line and the dashboard name the same
+        # actions differently.
+        row = session.get(CronJob, job_id)
+        if row is not None and row.source == "builtin":
             raise Conflict(
-                f"job '{job_id}' is declared in config.yaml: pause it with "
-                f"POST /jobs/{job_id}/pause, or remove it from the file and reload"
+                f"job '{job_id}' is built-in maintenance and cannot be cancelled: pause it, or "
+                "give it an entry in config.yaml (enabled: false switches it off) and reload"
+            )
+        if row is not None:
+            raise Conflict(
+                f"job '{job_id}' is declared in config.yaml and cannot be cancelled: pause it, "
+                "or remove it from the file and reload"
             )
         raise NotFound(f"no scheduled job with id '{job_id}'")
     reminder = session.get(Reminder, job_id.removeprefix(REMINDER_JOB_PREFIX))

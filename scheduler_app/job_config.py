@@ -57,6 +57,8 @@ class CronJobSpec:
     misfire_grace_s: float
     coalesce: bool
     description: str
+    # "config": an entry of the file; "builtin": a registered job's default entry.
+    source: str = "config"
 
     @property
     def fingerprint(self) -> str:
@@ -89,6 +91,21 @@ def parse_job_specs(
         problems += [f"{source}: {reader.label}: {_one_line(p)}" for p in reader.problems]
         if spec is not None:
             specs.append(spec)
+    named = {
+        entry["job"]
+        for entry in entries
+        if isinstance(entry, Mapping) and isinstance(entry.get("job"), str)
+    }
+    for name, registered in registry.items():
+        if registered.default_entry is None or name in named:
+            continue
+        default = {**registered.default_entry, "job": name}
+        reader = _EntryReader(len(entries), default, default_timezone, registry, first_index)
+        reader.label = f"built-in job {default.get('id')!r} (runs {name} unless an entry does)"
+        spec = reader.read()
+        problems += [f"{source}: {reader.label}: {_one_line(p)}" for p in reader.problems]
+        if spec is not None:
+            specs.append(dataclasses.replace(spec, source="builtin"))
     if problems:
         raise ConfigError("\n".join(problems))
     return specs

@@ -99,7 +99,7 @@ def reconcile(
             )
 
     for spec in plan.added:
-        row = CronJob(id=spec.id, paused=False, source="config", created_at=now)
+        row = CronJob(id=spec.id, paused=False, created_at=now)
         _copy_spec(row, spec, now)
         session.add(row)
     for spec in plan.changed:
@@ -120,6 +120,7 @@ def _copy_spec(row: CronJob, spec: CronJobSpec, now: datetime) -> None:
     row.misfire_grace_s = spec.misfire_grace_s
     row.coalesce = spec.coalesce
     row.description = spec.description
+    row.source = spec.source
     row.fingerprint = spec.fingerprint
     row.updated_at = now
 

@@ -173,7 +173,10 @@ class JobPublic(BaseModel):
     schedule_text: str = Field(description="The schedule in words.")
     next_run_time: datetime | None = Field(description="UTC; null while paused.")
     paused: bool
-    source: Literal["config", "api"]
+    source: Literal["config", "builtin", "api"] = Field(
+        description="config: declared in config.yaml; builtin: maintenance that runs unless "
+        "config.yaml declares the job itself; api: a reminder."
+    )
     last_run: LastRun | None
 
 

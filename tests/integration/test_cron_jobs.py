@@ -102,7 +102,7 @@ def test_start_up_stores_each_configured_job_once(deployment: Deployment) -> Non
     with deployment.client() as client:
         jobs = cron_jobs(client)
         first_next_runs = {job_id: job.next_run_time for job_id, job in jobs.items()}
-        assert set(jobs) == {"note-a", "boom"}
+        assert set(jobs) == {"note-a", "boom", "token-cleanup"}  # and the built-in maintenance
         assert str(jobs["boom"].trigger) == "cron: 30 6 * * * (Europe/Berlin)"
         assert (
             jobs["boom"].next_run_time.astimezone(jobs["boom"].trigger.timezone).strftime("%H:%M")
@@ -115,7 +115,7 @@ def test_start_up_stores_each_configured_job_once(deployment: Deployment) -> Non
             jobs = cron_jobs(client)
             assert {job_id: job.next_run_time for job_id, job in jobs.items()} == first_next_runs
             with runtime_of(client).sessions() as session:
-                assert len(session.scalars(select(CronJob)).all()) == 2
+                assert len(session.scalars(select(CronJob)).all()) == 3
 
 
 def test_restart_applies_changes_and_keeps_reminders(deployment: Deployment) -> None:
@@ -131,7 +131,7 @@ def test_restart_applies_changes_and_keeps_reminders(deployment: Deployment) -> 
     deployment.write([changed_args, new_job])
     with deployment.client() as client:
         jobs = cron_jobs(client)
-        assert set(jobs) == {"note-a", "note-c"}
+        assert set(jobs) == {"note-a", "note-c", "token-cleanup"}
         assert jobs["note-a"].args == ("note", "b")
         assert jobs["note-a"].name == "now with b"
         assert jobs["note-a"].next_run_time == kept_next_run  # only the arguments changed
@@ -183,9 +183,9 @@ def test_reload_applies_the_file_and_refuses_a_bad_one(deployment: Deployment) -
             "added": ["note-c"],
             "changed": ["note-a"],
             "removed": ["boom"],
-            "unchanged": [],
+            "unchanged": ["token-cleanup"],
         }
-        assert set(cron_jobs(client)) == {"note-a", "note-c"}
+        assert set(cron_jobs(client)) == {"note-a", "note-c", "token-cleanup"}
 
         before = {job_id: job.next_run_time for job_id, job in cron_jobs(client).items()}
         deployment.write([{"id": "note-a", "job": "note", "cron": "0 25 * * *", "colour": 1}])
@@ -355,3 +355,40 @@ def test_a_one_off_run_due_while_the_same_job_runs_follows_it(deployment: Deploy
         wait_until(lambda: len([r for r in runs_of(client, "one-off") if r.finished_at]) == 2)
 
     assert CALLS == [("first", 0), ("second", 0)]
+
+
+def test_maintenance_runs_unless_the_file_gives_it_an_entry(deployment: Deployment) -> None:
+    deployment.write([NOTE_JOB])
+    with deployment.client() as client:
+        [builtin] = [job for job in job_list(client) if job["id"] == "token-cleanup"]
+        assert (builtin["job"], builtin["source"], builtin["paused"]) == (
+            "token_cleanup",
+            "builtin",
+            False,
+        )
+        assert builtin["trigger"] == "cron: */15 * * * * (UTC)"
+        refused = client.delete("/jobs/token-cleanup", headers=ADMIN)
+        assert refused.status_code == 409
+        assert "built-in maintenance" in refused.json()["detail"]
+
+    # An entry of the file for the job replaces the built-in one: here, to switch it off.
+    deployment.write(
+        [NOTE_JOB, {"id": "cleanup", "job": "token_cleanup", "cron": "0 3 * * *", "enabled": False}]
+    )
+    with deployment.client() as client:
+        listed = {job["id"]: job for job in job_list(client)}
+        assert "token-cleanup" not in listed
+        assert (listed["cleanup"]["source"], listed["cleanup"]["paused"]) == ("config", True)
+
+    # ... or to move it.
+    deployment.write([{"id": "token-cleanup", "job": "token_cleanup", "cron": "0 4 * * *"}])
+    with deployment.client() as client:
+        [moved] = [job for job in job_list(client) if job["id"] == "token-cleanup"]
+        assert (moved["source"], moved["trigger"]) == ("config", "cron: 0 4 * * * (UTC)")
+
+
+def job_list(client: TestClient) -> list[dict[str, Any]]:
+    answer = client.get("/jobs", params={"kind": "cron"}, headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    items: list[dict[str, Any]] = answer.json()["items"]
+    return items
