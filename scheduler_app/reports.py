@@ -7,6 +7,7 @@ being read (their timestamps are later) never enter it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -196,8 +197,12 @@ def render_markdown(report: DailyReport) -> str:
     lines = [
         f"# scheduler-app daily report {report.date.isoformat()} ({report.timezone})",
         "",
-        f"Period: {local_start:%Y-%m-%d %H:%M} to {local_end:%Y-%m-%d %H:%M} {report.timezone} "
-        f"({report.start:%Y-%m-%d %H:%M} to {report.end:%Y-%m-%d %H:%M} UTC)",
+        f"Period: {local_start:%Y-%m-%d %H:%M} to {local_end:%Y-%m-%d %H:%M} {report.timezone}"
+        + (
+            ""
+            if local_start.utcoffset() == local_end.utcoffset() == timedelta(0)
+            else f" ({report.start:%Y-%m-%d %H:%M} to {report.end:%Y-%m-%d %H:%M} UTC)"
+        ),
         "",
         "## Reminders",
         "",
@@ -247,10 +252,23 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def write_report(directory: Path, report: DailyReport, markdown: str) -> tuple[Path, Path]:
-    """Write <date>.md and <date>.json into directory; return their paths."""
-    stem = report.date.isoformat()
+    """Write <date>.md and <date>.json into directory; return their paths.
+
+    Another report for the same date (a manual run, a catch-up) is written beside the first,
+    as <date>-<local time of its end, HHMMSS>.md and .json: no report replaces another.
+    """
+    stem = _free_stem(directory, report)
     markdown_path = directory / f"{stem}.md"
     json_path = directory / f"{stem}.json"
     write_atomically(json_path, json.dumps(report_to_json(report), indent=2) + "\n")
     write_atomically(markdown_path, markdown)
     return markdown_path, json_path
+
+
+def _free_stem(directory: Path, report: DailyReport) -> str:
+    day = report.date.isoformat()
+    end = report.end.astimezone(ZoneInfo(report.timezone))
+    candidates = itertools.chain(
+        [day, f"{day}-{end:%H%M%S}"], (f"{day}-{end:%H%M%S}-{n}" for n in itertools.count(2))
+    )
+    return next(stem for stem in candidates if not (directory / f"{stem}.json").exists())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from email.message import Message
 from pathlib import Path
@@ -378,18 +379,34 @@ async def test_a_day_without_activity_still_yields_a_report(
 
 
 @pytest.mark.anyio
-async def test_a_second_run_for_the_same_date_replaces_the_files(
+async def test_a_second_run_for_the_same_date_is_kept_beside_the_first(
     tmp_path: Path, database_url: str, engine: Engine
 ) -> None:
     settings = report_settings(tmp_path, database_url)
     await daily_report(context(settings, engine))
     store(engine, reminder(created_at=END - SECOND))
 
+    second = await daily_report(context(settings, engine))
     await daily_report(context(settings, engine))
 
-    data = json.loads((tmp_path / "reports" / "2026-11-21.json").read_text(encoding="utf-8"))
-    assert data["reminders"]["created"] == 1
-    assert len(list((tmp_path / "reports").iterdir())) == 2
+    reports = tmp_path / "reports"
+    first = json.loads((reports / "2026-11-21.json").read_text(encoding="utf-8"))
+    later = json.loads((reports / f"2026-11-21-{END:%H%M%S}.json").read_text(encoding="utf-8"))
+    assert (first["reminders"]["created"], later["reminders"]["created"]) == (0, 1)
+    assert f"written to {reports / f'2026-11-21-{END:%H%M%S}.md'}" in second
+    assert sorted(path.name for path in reports.iterdir()) == [
+        "2026-11-21-060000-2.json",
+        "2026-11-21-060000-2.md",
+        "2026-11-21-060000.json",
+        "2026-11-21-060000.md",
+        "2026-11-21.json",
+        "2026-11-21.md",
+    ]
+
+
+def test_a_report_in_utc_gives_its_period_once() -> None:
+    markdown = render_markdown(replace(sample_report(), timezone="UTC"))
+    assert "Period: 2026-11-20 06:00 to 2026-11-21 06:00 UTC\n" in markdown
 
 
 @pytest.mark.anyio
