@@ -1,8 +1,10 @@
 PYTHON ?= python3
+HOST ?= 127.0.0.1
+PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format clean bench
+.PHONY: run test lint format clean wipe-local-state bench
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "scheduler-app needs Python 3.11 or newer")'
@@ -22,7 +24,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	@touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(BIN)/scheduler-app serve --host 127.0.0.1 --port 8000
+	$(BIN)/scheduler-app serve --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed-test
 	$(BIN)/pytest
@@ -42,5 +44,15 @@ format: $(VENV)/.installed-test
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench all
 
+# Build and tool caches only: never the service's data in var/.
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+
+# Deletes var/: the SQLite database (every reminder and job), the generated admin token and
+# secret key, the outbox and the reports. Asks first; CONFIRM=yes skips the question.
+wipe-local-state:
+	@if [ "$(CONFIRM)" != yes ]; then \
+		printf 'Delete var/ (database, admin token, secret key, outbox, reports)? [y/N] '; \
+		read answer; [ "$$answer" = y ] || [ "$$answer" = yes ] || { echo kept; exit 1; }; \
+	fi
+	rm -rf var
