@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import datetime
-from typing import Annotated, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
 import email_validator
 from email_validator.rfc_constants import DNS_LABEL_LENGTH_LIMIT, EMAIL_MAX_LENGTH
@@ -64,23 +64,25 @@ Subject = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_si
 Text = Annotated[str, AfterValidator(_no_nul)]
 
 
+def _subscribe_examples(schema: dict[str, Any]) -> None:
+    # Computed when the document is built: a fixed date would be in the past (and refused) one
+    # day, and remind_at may be at most reminders.max_delay_days ahead.
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date()
+    schema["examples"] = [
+        {"email": "ada@example.com", "delay_seconds": 10800, "subject": "Stand up"},
+        {"email": "ada@example.com", "remind_at": f"{tomorrow.isoformat()}T09:00:00+01:00"},
+    ]
+
+
 class ReminderCreate(BaseModel):
     """A one-off reminder: give exactly one of delay_seconds or remind_at."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"email": "ada@example.com", "delay_seconds": 10800, "subject": "Stand up"},
-                {"email": "ada@example.com", "remind_at": "2026-12-01T09:00:00+01:00"},
-            ]
-        },
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_subscribe_examples)
 
     email: EmailAddress = Field(max_length=320, json_schema_extra={"format": "email"})
     delay_seconds: float | None = Field(None, gt=0, description="Seconds from now.")
     remind_at: AwareDatetime | None = Field(
-        None, description="ISO 8601 with an offset, e.g. 2026-12-01T09:00:00+01:00."
+        None, description="ISO 8601 with an offset, e.g. 2030-01-15T09:00:00+01:00."
     )
     subject: Subject | None = None
     message: Text | None = Field(None, max_length=5000)
