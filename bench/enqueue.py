@@ -58,11 +58,7 @@ def wrk(url: str, duration_s: float, body: dict[str, Any], directory: Any) -> di
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk not found: apt-get install -y wrk")
     script = directory / "post.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = {json.dumps(json.dumps(body))}\n"
-    )
+    script.write_text(_post_script(body))
     argv = [
         "wrk",
         f"-t{WRK_THREADS}",
@@ -82,6 +78,25 @@ def wrk(url: str, duration_s: float, body: dict[str, Any], directory: Any) -> di
     figures = parse_wrk(done.stdout)
     figures["wrk_command"] = " ".join(argv)
     return figures
+
+
+def _post_script(body: dict[str, Any]) -> str:
+    """wrk's Lua script: POST body, with its "email" made unique per request (each wrk thread
+    counts on its own, so an address comes at most once per thread): the service allows
+    reminders.max_pending_per_address scheduled reminders per recipient, and checks that on
+    every POST, which the figures should include."""
+    head = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+    if "email" not in body:
+        return head + f"wrk.body = {json.dumps(json.dumps(body))}\n"
+    template = json.dumps({**body, "email": "bench-wrk-%d@example.com"})
+    return (
+        head + "local counter = 0\n"
+        f"local template = {json.dumps(template)}\n"
+        "request = function()\n"
+        "  counter = counter + 1\n"
+        "  return wrk.format(nil, nil, nil, string.format(template, counter))\n"
+        "end\n"
+    )
 
 
 def python_client(url: str, duration_s: float) -> dict[str, Any]:
@@ -127,7 +142,7 @@ def enqueue_run(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
         "duration_s": duration,
         "wrk_threads": WRK_THREADS,
         "wrk_connections": WRK_CONNECTIONS,
-        "body": "POST /subscribe, the same JSON each time, due in 30 days",
+        "body": "POST /subscribe, the same JSON each time but for a new address, due in 30 days",
         "limit": "the same wrk command against a no-op FastAPI POST endpoint, one uvicorn worker",
         "paced": f"{PACED_RATE:g} POST/s offered for the same duration over "
         f"{PACED_CONNECTIONS} connections (bench client), latency from each request's due time",
