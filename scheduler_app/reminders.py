@@ -78,10 +78,7 @@ def resolve_due_time(request: ReminderCreate, now: datetime, limits: ReminderSet
     else:
         assert request.remind_at is not None
         field = "remind_at"
-        try:
-            due = as_utc(request.remind_at)
-        except OverflowError:
-            raise InvalidField(("body", field), "is outside the supported range of dates") from None
+        due = as_utc(request.remind_at)  # schemas.Moment: always convertible
         if due < now:
             raise InvalidField(("body", field), "is in the past")
     if due - now > timedelta(days=limits.max_delay_days):

@@ -551,11 +551,92 @@ def test_a_unicode_line_separator_in_the_subject_is_422(
     assert_names_field(response, "body", "subject")
 
 
-def test_a_remind_at_beyond_the_calendar_is_422(rejecting: TestClient) -> None:
-    response = rejecting.post(
-        "/subscribe", json={"email": "ada@example.com", "remind_at": "9999-12-31T23:59:59-14:00"}
-    )
-    assert_names_field(response, "body", "remind_at")
+# --- Text without a UTF-8 form, dates beyond UTC -----------------------------------------------
+
+
+def json_bytes(body: dict[str, Any]) -> bytes:
+    # json.dumps writes a lone surrogate as its escape ("\ud800"), as a hostile client would.
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("key", [None, "surrogate-key"], ids=["no-key", "key"])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("email", "ada\ud800@example.com"),
+        ("subject", "Hi \ud83c"),  # the first half of an emoji's pair
+        ("message", "\ud800"),
+        ("message", "low \udfff alone"),
+    ],
+)
+def test_a_lone_surrogate_in_a_reminder_is_422_naming_it(
+    rejecting: TestClient, field: str, value: str, key: str | None
+) -> None:
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    body = json_bytes({**VALID, field: value})
+    assert_names_field(rejecting.post("/subscribe", content=body, headers=headers), "body", field)
+
+
+@pytest.mark.parametrize("field", ["email", "error_contains"])
+def test_a_lone_surrogate_in_a_retry_filter_is_422_naming_it(
+    rejecting: TestClient, field: str
+) -> None:
+    headers = {**ADMIN, "Content-Type": "application/json"}
+    body = json_bytes({field: "a\udc00b"})
+    response = rejecting.post("/reminders/retry", content=body, headers=headers)
+    assert_names_field(response, "body", field)
+
+
+def test_a_url_or_header_cannot_carry_a_lone_surrogate(rejecting: TestClient) -> None:
+    # The UTF-8 form a surrogate would have (ED A0 80) is no UTF-8: percent-decoding replaces
+    # it with U+FFFD, and a header's bytes are read as Latin-1.
+    surrogate = "%ED%A0%80"
+    assert rejecting.get(f"/jobs?q={surrogate}", headers=ADMIN).status_code == 200
+    assert rejecting.get(f"/reminders?email={surrogate}", headers=ADMIN).status_code == 200
+    assert_json_error(rejecting.get(f"/jobs/{surrogate}", headers=ADMIN), 404)
+    assert_names_field(rejecting.get(f"/runs?cursor={surrogate}", headers=ADMIN), "query", "cursor")
+    keyed = rejecting.post("/subscribe", json=VALID, headers={b"Idempotency-Key": b"\xed\xa0\x80"})
+    assert_names_field(keyed, "header", "Idempotency-Key")
+
+
+BEYOND_UTC = {
+    "year-1-east": "0001-01-01T00:00:00+14:00",
+    "year-1-a-minute-east": "0001-01-01T00:00:59.999999+00:01",
+    "year-9999-west": "9999-12-31T23:59:59-14:00",
+    "year-9999-a-minute-west": "9999-12-31T23:59:00-00:01",
+}
+
+
+@pytest.mark.parametrize("moment", BEYOND_UTC.values(), ids=BEYOND_UTC.keys())
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/subscribe", "remind_at"),
+        ("/reminders/retry", "finished_after"),
+        ("/reminders/retry", "finished_before"),
+    ],
+)
+def test_a_date_beyond_utc_is_422_naming_it(
+    rejecting: TestClient, path: str, field: str, moment: str
+) -> None:
+    body = {"email": "ada@example.com"} if path == "/subscribe" else {}
+    response = rejecting.post(path, json={**body, field: moment}, headers=ADMIN)
+    assert_names_field(response, "body", field)
+
+
+def test_dates_at_the_ends_of_utc_are_valid_filters(client: TestClient) -> None:
+    for moment in [
+        "0001-01-01T00:00:00Z",
+        "0001-01-01T00:00:00-14:00",
+        "9999-12-31T23:59:59.999999Z",
+        "9999-12-31T23:59:59+14:00",
+    ]:
+        for field in ["finished_after", "finished_before"]:
+            response = client.post("/reminders/retry", json={field: moment}, headers=ADMIN)
+            assert response.status_code == 200, (field, moment, response.text)
+            assert response.json() == {"requeued": []}
 
 
 def test_unicode_is_stored_intact(client: TestClient, database_url: str) -> None:
