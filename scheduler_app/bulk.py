@@ -29,13 +29,24 @@ Row = Sequence[Any]
 
 
 def insert_rows(
-    session: Session, table: TableClause, columns: Sequence[str], rows: Sequence[Row]
-) -> None:
-    """INSERT rows (values in the order of columns) into table, in as few statements as fit."""
+    session: Session,
+    table: TableClause,
+    columns: Sequence[str],
+    rows: Sequence[Row],
+    *,
+    unless_taken: str | None = None,
+) -> int:
+    """INSERT rows (values in the order of columns) into table, in as few statements as fit;
+    the number of rows inserted.
+
+    unless_taken names a column with a unique constraint: a row whose value in it is stored
+    already is left out (ON CONFLICT DO NOTHING), instead of failing the statement.
+    """
     connection = session.connection()
     columns = tuple(columns)
     dialect = connection.dialect
-    _write(connection, table, columns, rows, partial(_insert_sql, dialect, table, columns))
+    sql = partial(_insert_sql, dialect, table, columns, unless_taken)
+    return _write(connection, table, columns, rows, sql)
 
 
 def update_rows(
@@ -76,21 +87,23 @@ def _write(
     sql: Callable[[int | None], str],
     first: tuple[Any, ...] = (),
     keys_first: bool = False,
-) -> None:
+) -> int:
     """Run the statement sql(count) makes for rows: on PostgreSQL once, with one array per
     column (count None); elsewhere once per chunk that fits, with one placeholder per value
     (count: the chunk's rows), after the parameters `first` and, with keys_first, the chunk's
-    keys (the first column)."""
+    keys (the first column). The number of rows the statements changed."""
     dialect = connection.dialect
     if dialect.name == "postgresql":
-        connection.exec_driver_sql(sql(None), first + _arrays(dialect, table, columns, rows))
-        return
+        parameters = first + _arrays(dialect, table, columns, rows)
+        return connection.exec_driver_sql(sql(None), parameters).rowcount
+    changed = 0
     for chunk in _chunks(rows, len(columns) + keys_first):
         parameters = first
         if keys_first:
             parameters += _parameters(dialect, table, columns[:1], [row[:1] for row in chunk])
         parameters += _parameters(dialect, table, columns, chunk)
-        connection.exec_driver_sql(sql(len(chunk)), parameters)
+        changed += connection.exec_driver_sql(sql(len(chunk)), parameters).rowcount
+    return changed
 
 
 def _chunks(rows: Sequence[Row], width: int) -> list[Sequence[Row]]:
@@ -135,7 +148,11 @@ def _converters(
 
 @lru_cache(maxsize=1024)
 def _insert_sql(
-    dialect: Dialect, table: TableClause, columns: tuple[str, ...], count: int | None
+    dialect: Dialect,
+    table: TableClause,
+    columns: tuple[str, ...],
+    unless_taken: str | None,
+    count: int | None,
 ) -> str:
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(column) for column in columns)
@@ -144,8 +161,11 @@ def _insert_sql(
         rows = f"SELECT * FROM {_unnest(dialect, table, columns)}"  # noqa: S608
     else:
         rows = f"VALUES {_values(dialect, table, columns, count, typed=False)}"
+    # The same clause on SQLite and PostgreSQL. (SQLite could read it as a join's ON after a
+    # SELECT; its rows are a VALUES list.)
+    skip = "" if unless_taken is None else f" ON CONFLICT ({quote(unless_taken)}) DO NOTHING"
     # Only quoted names, type names and placeholders go into the text; values are bound.
-    return f"INSERT INTO {target} ({names}) {rows}"
+    return f"INSERT INTO {target} ({names}) {rows}{skip}"
 
 
 @lru_cache(maxsize=1024)

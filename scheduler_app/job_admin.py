@@ -10,10 +10,11 @@ import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.base import BaseScheduler
+from pydantic import AfterValidator, Field, FiniteFloat, StrictInt, TypeAdapter
 from sqlalchemy import BindParameter, Row, Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
@@ -21,13 +22,38 @@ from scheduler_app import reminders
 from scheduler_app.cron import describe_crontab
 from scheduler_app.errors import Conflict, NotFound
 from scheduler_app.models import CronJob, JobRun, Reminder, ReminderStatus
-from scheduler_app.pagination import decode_cursor, encode_cursor, parse_cursor_time
+from scheduler_app.pagination import (
+    STRICT,
+    TIME_POSITION,
+    CursorId,
+    decode_cursor,
+    encode_cursor,
+    time_cursor,
+)
 from scheduler_app.scheduler import JOBS, REMINDER_JOB_PREFIX
 from scheduler_app.schemas import JobDetail, JobPublic, JobsPage, LastRun, RunPublic, RunsPage
 
 JobKind = Literal["cron", "reminder"]
 RECENT_RUNS = 10
 _SCHEDULED, _PAUSED = 0, 1
+
+
+def _phase_matches_time(position: JobsPosition) -> JobsPosition:
+    phase, after_time, _ = position
+    if (phase == _PAUSED) != (after_time is None):
+        raise ValueError("a paused job has no next run time, a scheduled one has")
+    return position
+
+
+# A page of jobs ends at [phase, next run time, job id]: [0, float, id] among the scheduled jobs,
+# [1, null, id] among the paused ones. (A StrictInt, as Literal[0] takes JSON `false`.)
+JobsPosition = Annotated[
+    tuple[Annotated[StrictInt, Field(ge=_SCHEDULED, le=_PAUSED)], FiniteFloat | None, CursorId],
+    AfterValidator(_phase_matches_time),
+]
+_JOBS_POSITION: TypeAdapter[tuple[int, float | None, str]] = TypeAdapter(
+    JobsPosition, config=STRICT
+)
 
 
 def _is_reminder(job_id: str) -> bool:
@@ -76,7 +102,9 @@ def list_jobs(
     session: Session, *, kind: JobKind | None, q: str | None, limit: int, cursor: str | None
 ) -> JobsPage:
     """One page of jobs by next run time, paused ones last."""
-    phase, after_time, after_id = decode_cursor(cursor, 3) if cursor else (_SCHEDULED, None, None)
+    phase, after_time, after_id = (
+        decode_cursor(cursor, _JOBS_POSITION) if cursor else (_SCHEDULED, None, None)
+    )
     values: dict[str, Any] = {"after_time": after_time, "after_id": after_id}
     if kind == "cron":
         values["cron_ids"] = session.scalars(select(CronJob.id)).all()
@@ -170,8 +198,7 @@ def list_runs(
     if outcome is not None:
         query = query.where(JobRun.outcome == outcome)
     if cursor:
-        at, run_id = decode_cursor(cursor, 2)
-        moment = parse_cursor_time(at)
+        moment, run_id = decode_cursor(cursor, TIME_POSITION)
         query = query.where(
             or_(
                 JobRun.scheduled_for < moment,
@@ -184,7 +211,7 @@ def list_runs(
     page = found[:limit]
     next_cursor = None
     if len(found) > limit:
-        next_cursor = encode_cursor(page[-1].scheduled_for.isoformat(), page[-1].id)
+        next_cursor = time_cursor(page[-1].scheduled_for, page[-1].id)
     return RunsPage(
         items=[RunPublic.model_validate(run, from_attributes=True) for run in page],
         next_cursor=next_cursor,

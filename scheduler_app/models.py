@@ -164,3 +164,12 @@ class QuarantinedJob(Base):
     job_state: Mapped[bytes] = mapped_column(LargeBinary)
     error: Mapped[str] = mapped_column(Text)
     quarantined_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ServiceSecret(Base):
+    """A secret the service generated for itself, shared by every process on the database."""
+
+    __tablename__ = "service_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))

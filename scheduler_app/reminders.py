@@ -89,10 +89,7 @@ def resolve_due_time(request: ReminderCreate, now: datetime, limits: ReminderSet
     else:
         assert request.remind_at is not None
         field = "remind_at"
-        try:
-            due = as_utc(request.remind_at)
-        except OverflowError:
-            raise InvalidField(("body", field), "is outside the supported range of dates") from None
+        due = as_utc(request.remind_at)  # schemas.Moment: always convertible
         if due < now:
             raise InvalidField(("body", field), "is in the past")
     if due - now > timedelta(days=limits.max_delay_days):
@@ -117,49 +114,22 @@ class SubscribeRequest:
 
 
 def subscribe_all(session: Session, requests: list[SubscribeRequest]) -> list[Subscription]:
-    """Store new scheduled reminders with their jobs, two statements for the lot, or return the
-    reminder created earlier with the same Idempotency-Key (the caller commits).
+    """Store new scheduled reminders with their jobs, or return the reminder created earlier with
+    the same Idempotency-Key (the caller commits). Those without a key take two statements for
+    the lot; one with a key is checked and written on its own.
 
     Requests are written one batch at a time by one writer: a concurrent request with the same
-    key is seen by the replay check. Another process winning that race makes the insert fail,
-    and the writer's retry of this request alone answers with that process's reminder.
+    key is seen by the replay check. Another process can store one between the check and the
+    insert: the key's unique index decides, and the other request answers with its reminder.
     """
     subscriptions: list[Subscription] = []
     new_rows: list[dict[str, Any]] = []
     pending = _PendingByAddress(session, requests)
     for item in requests:
-        key = item.idempotency_key
-        # Only a request with an Idempotency-Key can be replayed, so only it needs a fingerprint.
-        key_hash = fingerprint = None
-        if key is not None:
-            key_hash, fingerprint = hash_token(key), _fingerprint(item.request)
-            # Earlier requests of this batch with the same key must be visible to the check.
-            _insert(session, new_rows)
-            new_rows = []
-            existing = _replay(session, key_hash, fingerprint, key, item.secret_key)
-            if existing is not None:
-                subscriptions.append(existing)
-                continue
-        if isinstance(item.due, InvalidField):
-            raise item.due
-        pending.add(item.request.email, item.due, item.now, item.limits.max_pending_per_address)
-        reminder_id = new_id()
-        token = _cancel_token(reminder_id, key, item.secret_key)
-        row = {
-            **_EMPTY_ROW,
-            "id": reminder_id,
-            "email": item.request.email,
-            "subject": item.request.subject or item.limits.default_subject,
-            "message": item.request.message or "",
-            "remind_at": item.due,
-            "status": ReminderStatus.SCHEDULED,
-            "attempts": 0,
-            "created_at": item.now,
-            "updated_at": item.now,
-            "cancel_token_hash": hash_token(token),
-            "idempotency_key_hash": key_hash,
-            "request_fingerprint": fingerprint,
-        }
+        if item.idempotency_key is not None:
+            subscriptions.append(_subscribe_keyed(session, item, item.idempotency_key, pending))
+            continue
+        row, token = _new_row(item, pending)
         new_rows.append(row)
         subscriptions.append(Subscription(row, token, replayed=False))
     _insert(session, new_rows)
@@ -193,6 +163,57 @@ class _PendingByAddress:
         self._counts[address] = (pending + 1, min(earliest, due))
 
 
+def _subscribe_keyed(
+    session: Session, item: SubscribeRequest, key: str, pending: _PendingByAddress
+) -> Subscription:
+    """The reminder stored with this Idempotency-Key, or a new one stored at once, so that a
+    later request of the same batch with the same key finds it."""
+    # Only a request with an Idempotency-Key can be replayed, so only it needs a fingerprint.
+    key_hash, fingerprint = hash_token(key), _fingerprint(item.request)
+    existing = _replay(session, key_hash, fingerprint, key, item.secret_key)
+    if existing is not None:
+        return existing
+    row, token = _new_row(item, pending, key_hash, fingerprint)
+    if _insert_keyed(session, row):
+        return Subscription(row, token, replayed=False)
+    # Another process stored it since the check: its insert committed while this one waited on
+    # the key's unique index, so reading again finds it.
+    winner = _replay(session, key_hash, fingerprint, key, item.secret_key)
+    if winner is None:
+        raise RuntimeError("the Idempotency-Key's reminder vanished while it was being stored")
+    return winner
+
+
+def _new_row(
+    item: SubscribeRequest,
+    pending: _PendingByAddress,
+    key_hash: str | None = None,
+    fingerprint: str | None = None,
+) -> tuple[dict[str, Any], str]:
+    """A new reminder's row and its cancel token."""
+    if isinstance(item.due, InvalidField):
+        raise item.due
+    pending.add(item.request.email, item.due, item.now, item.limits.max_pending_per_address)
+    reminder_id = new_id()
+    token = _cancel_token(reminder_id, item.idempotency_key, item.secret_key)
+    row = {
+        **_EMPTY_ROW,
+        "id": reminder_id,
+        "email": item.request.email,
+        "subject": item.request.subject or item.limits.default_subject,
+        "message": item.request.message or "",
+        "remind_at": item.due,
+        "status": ReminderStatus.SCHEDULED,
+        "attempts": 0,
+        "created_at": item.now,
+        "updated_at": item.now,
+        "cancel_token_hash": hash_token(token),
+        "idempotency_key_hash": key_hash,
+        "request_fingerprint": fingerprint,
+    }
+    return row, token
+
+
 _REMINDERS = cast(Table, Reminder.__table__)
 # By the partial index ix_reminders_scheduled_address, whose condition the query must spell
 # out as it is: with the status as a parameter, neither database can tell that it applies.
@@ -221,6 +242,21 @@ def _insert(session: Session, new_rows: list[dict[str, Any]]) -> None:
     # In the same transaction: a reminder is never stored without its job, nor the reverse.
     jobs = [reminder_job_row(row["id"], row["remind_at"]) for row in new_rows]
     insert_rows(session, JOBS, _JOB_COLUMNS, [tuple(job[c] for c in _JOB_COLUMNS) for job in jobs])
+
+
+def _insert_keyed(session: Session, row: dict[str, Any]) -> bool:
+    """Insert a reminder that has an Idempotency-Key, with its job, unless a reminder with the
+    same key is stored already; whether it was inserted.
+
+    The key's unique index arbitrates between processes. Skipping the row (instead of an
+    IntegrityError) keeps the transaction, and so the other steps of the batch, going.
+    """
+    values = [tuple(row[column] for column in _COLUMNS)]
+    if not insert_rows(session, _REMINDERS, _COLUMNS, values, unless_taken="idempotency_key_hash"):
+        return False
+    job = reminder_job_row(row["id"], row["remind_at"])
+    insert_rows(session, JOBS, _JOB_COLUMNS, [tuple(job[c] for c in _JOB_COLUMNS)])
+    return True
 
 
 SUBSCRIBE = Grouped("subscribe", subscribe_all)

@@ -103,7 +103,7 @@ class Runtime:
             sessions=sessions,
             mail=mail,
             admin_token=resolve_admin_token(settings),
-            secret_key=resolve_secret_key(settings),
+            secret_key=await asyncio.to_thread(resolve_secret_key, settings, engine),
             executor=executor,
             scheduler=build_scheduler(settings, engine, executor),
             checkpointer=checkpointer,

@@ -1,5 +1,5 @@
-"""The service's secrets: the admin token and the secret key, each from settings or generated
-once and kept owner-only in the state folder."""
+"""The service's secrets, each from settings or generated once: the admin token (kept owner-only
+in the state folder) and the secret key (kept in the database)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+from sqlalchemy import Engine, Insert, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
 from scheduler_app.files import private_dir
+from scheduler_app.models import ServiceSecret
 from scheduler_app.settings import Settings
 
 ADMIN_TOKEN_FILE = "admin_token"  # noqa: S105 (a file name)
-SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name)
+SECRET_KEY = "secret_key"  # noqa: S105 (the name it is kept under)
 
 
 def resolve_admin_token(settings: Settings) -> str:
@@ -32,16 +37,32 @@ def resolve_admin_token(settings: Settings) -> str:
     return token
 
 
-def resolve_secret_key(settings: Settings) -> bytes:
-    """Return the configured secret key, or the stored one, generating it on first start.
+def resolve_secret_key(settings: Settings, engine: Engine) -> bytes:
+    """Return the configured secret key, or the one kept in the database, generating it on the
+    first start of the first process.
 
-    It signs what the service hands out and must be able to recognise later (cancel tokens):
-    nobody without it can derive one.
+    It signs what the service hands out and must recognise later (cancel tokens): nobody
+    without it can derive one. Kept in the database, so that every process on it signs alike.
     """
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
-    key, _ = _kept_secret(settings.state_dir / SECRET_KEY_FILE)
-    return key.encode()
+    with engine.begin() as connection:
+        # The first process to insert wins; the others read what it wrote.
+        connection.execute(
+            _insert_new_secret(connection.dialect.name),
+            {"name": SECRET_KEY, "value": secrets.token_urlsafe(32)},
+        )
+        value = connection.scalar(
+            select(ServiceSecret.value).where(ServiceSecret.name == SECRET_KEY)
+        )
+    if value is None:
+        raise RuntimeError("the secret key could not be stored")
+    return value.encode()
+
+
+def _insert_new_secret(dialect: str) -> Insert:
+    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+    return insert(ServiceSecret).on_conflict_do_nothing(index_elements=["name"])
 
 
 def _kept_secret(path: Path) -> tuple[str, bool]:

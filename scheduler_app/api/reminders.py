@@ -16,7 +16,7 @@ from scheduler_app import reminders
 from scheduler_app.api.deps import AdminDep, BearerTokenDep, RuntimeDep, SessionDep, get_runtime
 from scheduler_app.errors import InvalidField, TooManyRequests, Unauthorized
 from scheduler_app.models import Reminder, ReminderStatus
-from scheduler_app.pagination import decode_cursor, encode_cursor, parse_cursor_time
+from scheduler_app.pagination import TIME_POSITION, decode_cursor, time_cursor
 from scheduler_app.runtime import Runtime
 from scheduler_app.schemas import (
     ReminderCreate,
@@ -244,17 +244,14 @@ def list_reminders(
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> RemindersPage:
     """List reminders, most recently changed first; `status=failed` for the failed queue."""
-    before = None
-    if cursor:
-        at, reminder_id = decode_cursor(cursor, 2)
-        before = (parse_cursor_time(at), str(reminder_id))
+    before = decode_cursor(cursor, TIME_POSITION) if cursor else None
     found = reminders.find_reminders(
         session, status=status, email=email, limit=limit + 1, before=before
     )
     page = found[:limit]
     next_cursor = None
     if len(found) > limit:
-        next_cursor = encode_cursor(page[-1].updated_at.isoformat(), page[-1].id)
+        next_cursor = time_cursor(page[-1].updated_at, page[-1].id)
     return RemindersPage(items=[_public(r) for r in page], next_cursor=next_cursor)
 
 

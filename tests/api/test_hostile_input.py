@@ -8,6 +8,7 @@ JSON too, and never log the SQL parameters (they hold e-mail addresses).
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import json
@@ -551,11 +552,160 @@ def test_a_unicode_line_separator_in_the_subject_is_422(
     assert_names_field(response, "body", "subject")
 
 
-def test_a_remind_at_beyond_the_calendar_is_422(rejecting: TestClient) -> None:
-    response = rejecting.post(
-        "/subscribe", json={"email": "ada@example.com", "remind_at": "9999-12-31T23:59:59-14:00"}
-    )
-    assert_names_field(response, "body", "remind_at")
+# --- Text without a UTF-8 form, dates beyond UTC, forged cursors -------------------------------
+
+
+def json_bytes(body: dict[str, Any]) -> bytes:
+    # json.dumps writes a lone surrogate as its escape ("\ud800"), as a hostile client would.
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("key", [None, "surrogate-key"], ids=["no-key", "key"])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("email", "ada\ud800@example.com"),
+        ("subject", "Hi \ud83c"),  # the first half of an emoji's pair
+        ("message", "\ud800"),
+        ("message", "low \udfff alone"),
+    ],
+)
+def test_a_lone_surrogate_in_a_reminder_is_422_naming_it(
+    rejecting: TestClient, field: str, value: str, key: str | None
+) -> None:
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    body = json_bytes({**VALID, field: value})
+    assert_names_field(rejecting.post("/subscribe", content=body, headers=headers), "body", field)
+
+
+@pytest.mark.parametrize("field", ["email", "error_contains"])
+def test_a_lone_surrogate_in_a_retry_filter_is_422_naming_it(
+    rejecting: TestClient, field: str
+) -> None:
+    headers = {**ADMIN, "Content-Type": "application/json"}
+    body = json_bytes({field: "a\udc00b"})
+    response = rejecting.post("/reminders/retry", content=body, headers=headers)
+    assert_names_field(response, "body", field)
+
+
+def test_a_url_or_header_cannot_carry_a_lone_surrogate(rejecting: TestClient) -> None:
+    # The UTF-8 form a surrogate would have (ED A0 80) is no UTF-8: percent-decoding replaces
+    # it with U+FFFD, and a header's bytes are read as Latin-1.
+    surrogate = "%ED%A0%80"
+    assert rejecting.get(f"/jobs?q={surrogate}", headers=ADMIN).status_code == 200
+    assert rejecting.get(f"/reminders?email={surrogate}", headers=ADMIN).status_code == 200
+    assert_json_error(rejecting.get(f"/jobs/{surrogate}", headers=ADMIN), 404)
+    assert_names_field(rejecting.get(f"/runs?cursor={surrogate}", headers=ADMIN), "query", "cursor")
+    keyed = rejecting.post("/subscribe", json=VALID, headers={b"Idempotency-Key": b"\xed\xa0\x80"})
+    assert_names_field(keyed, "header", "Idempotency-Key")
+
+
+BEYOND_UTC = {
+    "year-1-east": "0001-01-01T00:00:00+14:00",
+    "year-1-a-minute-east": "0001-01-01T00:00:59.999999+00:01",
+    "year-9999-west": "9999-12-31T23:59:59-14:00",
+    "year-9999-a-minute-west": "9999-12-31T23:59:00-00:01",
+}
+
+
+@pytest.mark.parametrize("moment", BEYOND_UTC.values(), ids=BEYOND_UTC.keys())
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/subscribe", "remind_at"),
+        ("/reminders/retry", "finished_after"),
+        ("/reminders/retry", "finished_before"),
+    ],
+)
+def test_a_date_beyond_utc_is_422_naming_it(
+    rejecting: TestClient, path: str, field: str, moment: str
+) -> None:
+    body = {"email": "ada@example.com"} if path == "/subscribe" else {}
+    response = rejecting.post(path, json={**body, field: moment}, headers=ADMIN)
+    assert_names_field(response, "body", field)
+
+
+def test_dates_at_the_ends_of_utc_are_valid_filters(client: TestClient) -> None:
+    for moment in [
+        "0001-01-01T00:00:00Z",
+        "0001-01-01T00:00:00-14:00",
+        "9999-12-31T23:59:59.999999Z",
+        "9999-12-31T23:59:59+14:00",
+    ]:
+        for field in ["finished_after", "finished_before"]:
+            response = client.post("/reminders/retry", json={field: moment}, headers=ADMIN)
+            assert response.status_code == 200, (field, moment, response.text)
+            assert response.json() == {"requeued": []}
+
+
+def cursor_of(position: object) -> str:
+    raw = position if isinstance(position, bytes) else json.dumps(position).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+FORGED_CURSORS: dict[str, object] = {
+    "bool-phase": [True, None, "x"],
+    "false-phase": [False, 1.5, "x"],
+    "phase-2": [2, 1.5, "x"],
+    "scheduled-without-time": [0, None, "x"],
+    "paused-with-time": [1, 1.5, "x"],
+    "text-time": [0, "1.5", "x"],
+    "infinite-time": b'[0, 1e999, "x"]',
+    "nan-time": b'[0, NaN, "x"]',
+    "huge-int-time": b"[0, 1" + b"0" * 400 + b', "x"]',
+    "nested-time": [0, [1.5], "x"],
+    "object-id": [0, 1.5, {"id": "x"}],
+    "number-id": [0, 1.5, 7],
+    "empty-id": [0, 1.5, ""],
+    "nul-id": [0, 1.5, "x\x00"],
+    "surrogate-id": [0, 1.5, "\ud800"],
+    "too-long": [0, 1.5, "x", "y"],
+    "too-short": ["x"],
+    "time-underflow": ["0001-01-01T00:00:00+14:00", "x"],
+    "time-overflow": ["9999-12-31T23:59:59-14:00", "x"],
+    "naive-time": ["2026-01-01T00:00:00", "x"],
+    "epoch-time": [1767225600, "x"],
+    "null-id-after-time": ["2026-01-01T00:00:00+00:00", None],
+    "list-id-after-time": ["2026-01-01T00:00:00+00:00", ["x"]],
+    "surrogate-id-after-time": ["2026-01-01T00:00:00+00:00", "\udc00"],
+    "object": {"phase": 0},
+    "not-json": b"[0, 1.5,",
+    "not-base64": "***",
+}
+
+
+@pytest.mark.parametrize("position", FORGED_CURSORS.values(), ids=FORGED_CURSORS.keys())
+def test_a_forged_cursor_is_422_naming_it_on_every_paged_route(
+    rejecting: TestClient, position: object
+) -> None:
+    cursor = position if isinstance(position, str) else cursor_of(position)
+    created = rejecting.post("/subscribe", json=VALID).json()["id"]
+    for path in ["/jobs", "/runs", f"/jobs/reminder:{created}/runs", "/reminders"]:
+        response = rejecting.get(path, params={"cursor": cursor}, headers=ADMIN)
+        assert_names_field(response, "query", "cursor")
+        assert problems(response)[0]["msg"] == "is not a cursor from a previous page"
+
+
+def test_a_cursor_at_the_extremes_of_its_types_is_answered(client: TestClient) -> None:
+    # Forged too, but of the right types: each database compares them without a complaint.
+    created = client.post("/subscribe", json=VALID).json()["id"]
+    by_time = ["0001-01-01T00:00:00-14:00", "9999-12-31T23:59:59.999999+00:00"]
+    routes: dict[str, list[list[object]]] = {
+        "/jobs": [
+            [0, 1.7976931348623157e308, "~"],
+            [0, -1.7976931348623157e308, "!"],
+            [1, None, "~"],
+        ],
+        "/runs": [[moment, "~"] for moment in by_time],
+        f"/jobs/reminder:{created}/runs": [[moment, "~"] for moment in by_time],
+        "/reminders": [[moment, "~"] for moment in by_time],
+    }
+    for path, positions in routes.items():
+        for position in positions:
+            response = client.get(path, params={"cursor": cursor_of(position)}, headers=ADMIN)
+            assert response.status_code == 200, (path, position, response.text)
 
 
 def test_unicode_is_stored_intact(client: TestClient, database_url: str) -> None:

@@ -45,6 +45,19 @@ def test_inserted_rows_read_back_with_their_types(engine: Engine) -> None:
     assert loaded[0].scheduled_for.tzinfo is not None
 
 
+def test_rows_whose_unique_value_is_taken_are_skipped_and_counted(engine: Engine) -> None:
+    with Session(engine) as session:
+        assert insert_rows(session, RUNS, STARTED, started(2)) == 2
+        session.commit()
+    with Session(engine) as session:
+        # run-0 and run-1 are stored already: the other two go in, without an error.
+        inserted = insert_rows(session, RUNS, STARTED, started(4), unless_taken="id")
+        session.commit()
+    assert inserted == 2
+    with Session(engine) as session:
+        assert len(session.scalars(select(JobRun.id)).all()) == 4
+
+
 def test_update_sets_each_row_its_values_and_leaves_the_others(engine: Engine) -> None:
     with Session(engine) as session:
         insert_rows(session, RUNS, STARTED, started(4))

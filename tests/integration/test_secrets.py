@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, update
+from sqlalchemy import create_engine, select, update
 
 from scheduler_app.app import create_app
-from scheduler_app.models import Reminder
+from scheduler_app.models import Reminder, ServiceSecret
 from scheduler_app.reminders import hash_token
 from scheduler_app.reports import DailyReport, LagStats, ReminderCounts, write_report
 from tests.support import SmtpSink, make_settings, smtp_mail, wait_for_status, wait_until
@@ -86,18 +86,31 @@ def test_a_cancel_token_cannot_be_derived_from_the_idempotency_key_alone(
         )
         assert denied.status_code == 403
 
-    key_file = settings.state_dir / "secret_key"
-    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    secret = key_file.read_text()
-    # Generated once: after a restart the replay still returns the token that works.
-    with TestClient(create_app(settings)) as client:
-        replay = client.post("/subscribe", json=request, headers={"Idempotency-Key": key})
-        assert replay.json()["cancel_token"] == token
-        allowed = client.get(
-            f"/reminders/{reminder_id}", headers={"Authorization": f"Bearer {token}"}
-        )
-        assert allowed.status_code == 200
-    assert key_file.read_text() == secret
+    # Generated once and kept in the database, which every process on it shares: after a
+    # restart, and in another process with a state folder of its own, the replay still
+    # returns the token that works.
+    secret = stored_secret_key(settings.database_url)
+    elsewhere = make_settings(tmp_path / "elsewhere", settings.database_url)
+    for restarted in (settings, elsewhere):
+        with TestClient(create_app(restarted)) as client:
+            replay = client.post("/subscribe", json=request, headers={"Idempotency-Key": key})
+            assert replay.json()["cancel_token"] == token
+            allowed = client.get(
+                f"/reminders/{reminder_id}", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert allowed.status_code == 200
+    assert stored_secret_key(settings.database_url) == secret
+    assert not list(settings.state_dir.glob("secret*"))
+
+
+def stored_secret_key(database_url: str) -> str:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            [value] = connection.scalars(select(ServiceSecret.value)).all()
+    finally:
+        engine.dispose()
+    return value
 
 
 def test_a_configured_secret_key_signs_the_tokens(tmp_path: Path, database_url: str) -> None:
@@ -110,7 +123,6 @@ def test_a_configured_secret_key_signs_the_tokens(tmp_path: Path, database_url: 
         with TestClient(create_app(settings)) as client:
             answer = client.post("/subscribe", json=request, headers={"Idempotency-Key": "k"})
             tokens.append(answer.json()["cancel_token"])
-        assert not (settings.state_dir / "secret_key").exists()
     assert tokens[0] != tokens[1]
 
 
@@ -163,7 +175,7 @@ def test_files_holding_addresses_and_messages_are_the_owners_only(
             files += list(written)
             modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in files}
             assert set(modes.values()) == {0o600}, modes
-            folders = (settings.mail.outbox_dir, settings.state_dir, tmp_path / "reports")
+            folders = (settings.mail.outbox_dir, tmp_path / "reports")
             assert {stat.S_IMODE(folder.stat().st_mode) for folder in folders} == {0o700}
     finally:
         os.umask(previous)
