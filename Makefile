@@ -48,11 +48,11 @@ bench: $(VENV)/.installed-bench
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
 
-# Deletes var/: the SQLite database (every reminder and job), the generated admin token and
-# secret key, the outbox and the reports. Asks first; CONFIRM=yes skips the question.
+# Deletes var/: the SQLite database (every reminder and job), the generated admin token, the
+# outbox and the reports. Asks first; CONFIRM=yes skips the question.
 wipe-local-state:
 	@if [ "$(CONFIRM)" != yes ]; then \
-		printf 'Delete var/ (database, admin token, secret key, outbox, reports)? [y/N] '; \
+		printf 'Delete var/ (database, admin token, outbox, reports)? [y/N] '; \
 		read answer; [ "$$answer" = y ] || [ "$$answer" = yes ] || { echo kept; exit 1; }; \
 	fi
 	rm -rf var
