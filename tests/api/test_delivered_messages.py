@@ -1,11 +1,12 @@
 """What POST /subscribe accepts is delivered exactly as sent, through the service to the outbox
 and to a real SMTP server: a subject with RFC 2047 encoded-word syntax arrives as those literal
-characters (never as a decoded line break, header or body), and a subject of any length and
-script arrives whole.
+characters (never as a decoded line break, header or body), a subject of any length and script
+arrives whole, and an address with a Unicode domain is stored and sent in its ASCII form.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 from collections.abc import Iterator
@@ -195,3 +196,51 @@ def stored_emails(database_url: str) -> list[str]:
             return list(connection.execute(text("SELECT email FROM reminders")).scalars())
     finally:
         engine.dispose()
+
+
+@contextlib.contextmanager
+def service_without_smtputf8(
+    tmp_path: Path, database_url: str
+) -> Iterator[tuple[TestClient, RawSink]]:
+    """The service delivering to an SMTP server that does not offer SMTPUTF8."""
+    with running_smtp_sink(RawSink, enable_SMTPUTF8=False) as sink:
+        settings = make_settings(tmp_path, database_url, mail=smtp_mail(sink.host, sink.port))
+        with TestClient(create_app(settings)) as client:
+            yield client, sink
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["user@bücher.example.com", "user@xn--bcher-kva.example.com", "user@BÜCHER.example.com"],
+)
+def test_a_unicode_domain_is_stored_and_sent_in_its_ascii_form(
+    tmp_path: Path, database_url: str, given: str
+) -> None:
+    ascii_address = "user@xn--bcher-kva.example.com"
+    with service_without_smtputf8(tmp_path, database_url) as (client, sink):
+        created = client.post("/subscribe", json={"email": given, "delay_seconds": 0.2})
+        assert created.status_code == 201, created.text
+        reminder_id = created.json()["id"]
+        assert created.json()["email"] == ascii_address
+        assert show_reminder(client, reminder_id)["email"] == ascii_address
+        assert stored_emails(database_url) == [ascii_address]
+        wait_for_status(client, reminder_id, "sent")
+    [(options, recipients)] = sink.envelopes
+    assert "SMTPUTF8" not in options
+    assert recipients == [ascii_address]
+    [data] = sink.raw
+    assert data.isascii()
+    assert parse(data)["To"].addresses[0].addr_spec == ascii_address
+
+
+def test_a_unicode_local_part_still_needs_smtputf8(tmp_path: Path, database_url: str) -> None:
+    with service_without_smtputf8(tmp_path, database_url) as (client, sink):
+        created = client.post(
+            "/subscribe", json={"email": "jörg@bücher.example.com", "delay_seconds": 0.2}
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["email"] == "jörg@xn--bcher-kva.example.com"
+        failed = wait_for_status(client, created.json()["id"], "failed")
+    assert "SMTPUTF8" in failed["last_error"]
+    assert failed["attempts"] == 1
+    assert sink.raw == []
