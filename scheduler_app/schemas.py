@@ -11,6 +11,9 @@ import email_validator
 from email_validator.rfc_constants import DNS_LABEL_LENGTH_LIMIT, EMAIL_MAX_LENGTH
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo
 from pydantic.networks import validate_email
+from pydantic_core import PydanticCustomError
+
+from scheduler_app.mail.message import ascii_domain
 
 
 def _single_line(value: str) -> str:
@@ -73,13 +76,24 @@ _PLAIN_ADDRESS = re.compile(
 def _email_address(value: str) -> str:
     if _plain_address(value):
         return value
-    # pydantic's EmailStr validation: the same normalised address, or the same error.
-    return validate_email(value)[1]
+    # pydantic's EmailStr validation: the same error, or the same normalised address with its
+    # domain in ASCII (IDNA) form, which every SMTP server takes; a Unicode domain needs one
+    # that offers SMTPUTF8.
+    address = ascii_domain(validate_email(value)[1])
+    if "=?" in address:
+        # RFC 2047: no encoded-word in an address. Decoders that decode one anyway (Python's
+        # does) could find a line break in the To header.
+        raise PydanticCustomError(
+            "value_error",
+            "value is not a valid email address: {reason}",
+            {"reason": "it must not contain '=?', which starts an RFC 2047 encoded-word"},
+        )
+    return address
 
 
 def _plain_address(value: str) -> bool:
     match = _PLAIN_ADDRESS.fullmatch(value)
-    if match is None or len(value) > EMAIL_MAX_LENGTH:
+    if match is None or len(value) > EMAIL_MAX_LENGTH or "=?" in value:
         return False
     domain = match["domain"]
     if any(len(label) > DNS_LABEL_LENGTH_LIMIT for label in domain.split(".")):

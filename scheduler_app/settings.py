@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -72,9 +71,18 @@ class MailSettings(_Section):
     @field_validator("from_address")
     @classmethod
     def _valid_address(cls, value: str) -> str:
-        _, address = parseaddr(value)
-        if "\r" in value or "\n" in value or "@" not in address:
-            raise ValueError("must be an e-mail address such as 'Reminders <noreply@example.com>'")
+        # Imported here: the mail package imports this module. The check is the one every
+        # message's From header is written with, so that a bad value stops the service at
+        # start-up instead of failing every delivery.
+        from scheduler_app.mail.message import check_from_address
+
+        try:
+            check_from_address(value)
+        except ValueError as exc:
+            raise ValueError(
+                "must be an e-mail address such as 'Reminders <noreply@example.com>' "
+                f"or 'noreply@example.com' ({exc})"
+            ) from None
         return value
 
 

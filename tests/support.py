@@ -186,10 +186,11 @@ SinkT = TypeVar("SinkT", bound="SmtpSink")
 
 
 @contextlib.contextmanager
-def running_smtp_sink(kind: type[SinkT]) -> Iterator[SinkT]:
-    """Run an SmtpSink (or a subclass) on a free loopback port until the block ends."""
+def running_smtp_sink(kind: type[SinkT], **server: Any) -> Iterator[SinkT]:
+    """Run an SmtpSink (or a subclass) on a free loopback port until the block ends; server:
+    aiosmtpd's SMTP options, such as enable_SMTPUTF8=False."""
     sink = kind(port=free_port())
-    controller = Controller(sink, hostname=sink.host, port=sink.port)
+    controller = Controller(sink, hostname=sink.host, port=sink.port, **server)
     controller.start()
     try:
         yield sink

@@ -59,7 +59,7 @@ UNICODE_SUBJECT = (
     "\u202eevil\u202c "  # a right-to-left override
     "日本語 e\u0301 \u200b"  # CJK, a combining accent, a zero-width space
 )
-# Short enough for one RFC 2047 encoded-word, so delivery does not fold it (see the xfail below).
+# Short enough for one RFC 2047 encoded-word: delivered unfolded.
 SHORT_UNICODE_SUBJECT = "🎉 \u202eevil\u202c e\u0301 \U0001f44d\U0001f3fd \u05e9\u05dc\u05d5\u05dd"
 UNICODE_MESSAGE = (
     "Zeile 1 🎉\n"
@@ -739,13 +739,6 @@ def test_unicode_is_delivered_intact(client: TestClient, settings: Settings) -> 
     assert raw_header_block(settings.mail.outbox_dir, reminder_id).isascii()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known bug, mail/message.py (CPython's header folding): a non-ASCII subject longer "
-    "than one encoded-word is folded at a space left between two encoded-words, which RFC 2047 "
-    "decoders drop, so the delivered subject loses that space",
-)
 def test_a_long_unicode_subject_is_delivered_with_its_spaces(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'scheduler.db'}")
     with TestClient(create_app(settings)) as client:

@@ -100,6 +100,9 @@ def test_a_body_that_is_not_a_json_object_is_422(
 SAME_ANSWER_BODIES = {
     "valid": b'{"email": "ada@example.com", "delay_seconds": 60, "subject": "Tea"}',
     "normalized-domain": b'{"email": "Ada@EXAMPLE.com", "delay_seconds": 60}',
+    "unicode-domain": '{"email": "ada@bücher.example", "delay_seconds": 60}'.encode(),
+    "encoded-word-address": b'{"email": "a=?b?=@example.com", "delay_seconds": 60}',
+    "encoded-word-subject": b'{"email": "a@example.com", "delay_seconds": 6, "subject": "=?a?="}',
     "remind-at": b'{"email": "ada@example.com", "remind_at": "2999-01-01T09:00:00+01:00"}',
     "remind-at-in-the-past": b'{"email": "ada@example.com", "remind_at": "2001-01-01T09:00Z"}',
     "both-times": b'{"email": "ada@example.com", "delay_seconds": 6, "remind_at": "2999-01-01Z"}',

@@ -75,6 +75,10 @@ def test_config_path_comes_from_scheduler_config(
         ("database_url: not a url\n", "database_url: not a database URL"),
         ("admin_token: short\n", "admin_token: must be at least 16 characters long"),
         ("mail:\n  from_address: nobody\n", "mail.from_address: must be an e-mail address"),
+        (
+            "mail:\n  from_address: a@example.com, b@example.com\n",
+            "mail.from_address: must be an e-mail address",
+        ),
         ("reminders:\n  max_delay_days: 0\n", "reminders.max_delay_days: Input should be greater"),
         (
             "mail:\n  smtp:\n    starttls: true\n    use_tls: true\n",
