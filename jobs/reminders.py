@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import timedelta
 from functools import partial
 
@@ -32,7 +33,10 @@ async def deliver_reminder(ctx: JobContext, reminder_id: str) -> str:
         return ctx.writer.run_grouped(delivery.START_DELIVERIES, starting)
 
     # Each database step is a short transaction shared with the deliveries due at the same
-    # time; no connection is held while the message is on its way.
+    # time; no connection is held while the message is on its way. Giving up on this one after
+    # a while is safe: nothing has been sent yet. Each outcome below is recorded until_written,
+    # however long the database is away: the job stays running meanwhile, so the recovery
+    # pass, which skips running jobs, never delivers the reminder again.
     outcome, reminder = await with_db_retries(start)
     if reminder is None:
         if outcome in ("missed", "failed"):
@@ -55,27 +59,33 @@ async def deliver_reminder(ctx: JobContext, reminder_id: str) -> str:
                 retry_at=retry_at,
                 error=error,
             )
-            await _record_outcome(lambda: ctx.writer.run(retry))
+            await ctx.writer.run(retry, until_written=True)
             raise RetryLater(retry_at, f"attempt {reminder.attempts}: {error}") from exc
         why = "permanent error" if not transient else f"gave up after {reminder.attempts} attempts"
         failed = partial(
             delivery.mark_failed, reminder_id=reminder_id, now=ctx.clock(), error=f"{why}: {error}"
         )
-        await _record_outcome(lambda: ctx.writer.run(failed))
+        await ctx.writer.run(failed, until_written=True)
         raise
     sent = (reminder_id, ctx.clock())
     # The message is out; marking it sent is a turn of the database writer. Holding the slot
     # through that turn left SMTP sessions idle while the running deliveries waited for the
     # writer: storms of 5,000 reminders took 11 to 15 % longer to drain (docs/performance.md).
+    # While the database is away, deliveries waiting so keep their slots beyond the first
+    # max_concurrent_jobs (see work_done): an outage stops new deliveries rather than piling up
+    # messages sent but not recorded.
     ctx.work_done()
-    await _record_outcome(lambda: ctx.writer.run_grouped(delivery.MARK_SENT, sent))
+    try:
+        await ctx.writer.run_grouped(delivery.MARK_SENT, sent, until_written=True)
+    except asyncio.CancelledError:
+        # A shutdown while the database is away (drain cancels what outlasts its timeout).
+        logger.error(
+            "reminder %s: delivered, but not yet marked sent as the service stops; unless the "
+            "database takes the writer's last try, it is delivered again after the restart",
+            reminder_id,
+        )
+        raise
     return "sent"
-
-
-async def _record_outcome(write: Callable[[], Awaitable[object]]) -> None:
-    # Recording the outcome outlasts a database outage of about a minute: once a message is
-    # out, failing to mark it sent would send it again after recovery.
-    await with_db_retries(write, attempts=8)
 
 
 def render_reminder(reminder: delivery.Attempt, ctx: JobContext) -> OutgoingMessage:

@@ -17,6 +17,8 @@ from scheduler_app.files import create_private_file
 
 SessionFactory = sessionmaker[Session]
 T = TypeVar("T")
+# What a database that cannot be reached (down, restarting, locked) raises: worth trying again.
+UNREACHABLE = (OperationalError, InterfaceError)
 logger = logging.getLogger(__name__)
 # How long a SQLite writer waits for the lock before "database is locked": long enough for
 # ordinary contention, short enough that a request answers 503 instead of hanging.
@@ -86,7 +88,7 @@ async def with_db_retries(
     for attempt in range(1, attempts + 1):
         try:
             return await step()
-        except (OperationalError, InterfaceError) as exc:
+        except UNREACHABLE as exc:
             if attempt == attempts:
                 raise
             reason = " ".join(str(exc.orig or exc).split())[:200]

@@ -181,7 +181,8 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
                 self._deferred[job.id] = (job, run_times)
                 return
         skipped = "skipped: the previous run of this job was still running"
-        self._spawn_threadsafe(self._record_missed(job, run_times, skipped), job.id)
+        assert self._loop is not None, "executor not started"
+        self._loop.call_soon_threadsafe(self._record_missed, job, run_times, skipped)
         raise MaxInstancesReachedError(job)
 
     def _run_job_success(self, job_id: str, events: list[JobExecutionEvent]) -> None:
@@ -259,7 +260,7 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         events: list[JobExecutionEvent] = []
         try:
             if self._stopping:
-                await self._record_missed(job, run_times, NOT_STARTED)
+                self._record_missed(job, run_times, NOT_STARTED)
                 return
             if skipped:
                 more = "+" if len(skipped) >= MAX_MISSED_RECORDS else ""
@@ -267,7 +268,7 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
                     f"coalesced: {len(skipped)}{more} overdue runs were replaced by one "
                     f"catch-up run at {run_times[-1]}"
                 )
-                await self._record_missed(job, skipped, reason)
+                self._record_missed(job, skipped, reason)
             for run_time in run_times:
                 events.append(await self._run_once(job, run_time))
         finally:
@@ -285,12 +286,13 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
                     f"{job.misfire_grace_time:g}"
                 )
                 logger.warning("job %s missed its %s run: %s", job.id, run_time, reason)
-                await self._record_missed(job, [run_time], reason, now)
+                self._record_missed(job, [run_time], reason, now)
                 return JobExecutionEvent(EVENT_JOB_MISSED, job.id, store, run_time)
 
         start = runs.RunStart(job.id, name, scheduled_for=run_time, started_at=now)
         # Neither the start nor the finish of a run record is waited for: in a burst each wait
-        # is a turn of the batch writer, and the writer keeps their order.
+        # is a turn of the batch writer, and the writer keeps their order (while the database is
+        # away too: see _record_later).
         self._record_later(runs.START_RUNS, start)
         outcome, retval, exc = await self._execute(start.run_id, job.id, name, args, job.kwargs)
         if exc is not None:
@@ -357,7 +359,12 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         except RetryLater as exc:
             outcome, error = RunOutcome.ERROR, str(exc)
             logger.warning("job %s (%s): %s", job_id, name, exc)
-            await asyncio.to_thread(self._schedule_retry, job_id, name, args, kwargs, exc.at)
+            try:
+                await asyncio.to_thread(self._schedule_retry, job_id, name, args, kwargs, exc.at)
+            except Exception:
+                # The database went away again: the reminder is 'scheduled' with its next
+                # attempt recorded, and the recovery sweep gives it a job once it is back.
+                logger.exception("job %s: its next attempt could not be stored", job_id)
         except Exception as exc:
             logger.exception("job %s (%s) failed", job_id, name)
             outcome, error, failure = RunOutcome.ERROR, f"{type(exc).__name__}: {exc}", exc
@@ -387,21 +394,30 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
             misfire_grace_time=None,
         )
 
-    async def _record_missed(
+    def _record_missed(
         self, job: Job, run_times: list[datetime], reason: str, now: datetime | None = None
     ) -> None:
-        """Record each run time as a missed run; a failure is logged, never fatal."""
+        """Queue a missed-run record of each run time, like _record_later."""
         name, at = job.args[0], now or self._context.clock()
-        try:
-            await self._context.writer.run(
-                lambda session: runs.record_missed(session, job.id, name, run_times, at, reason)
-            )
-        except Exception:
-            logger.exception("could not record the missed runs of %s", job.id)
+        missed = partial(
+            runs.record_missed,
+            job_id=job.id,
+            job=name,
+            scheduled_times=run_times,
+            now=at,
+            reason=reason,
+        )
+        written = self._context.writer.queue(missed, until_written=True)
+        written.add_done_callback(partial(_log_failure, "missed runs", job.id))
 
     def _record_later(self, step: Grouped[Item, T], item: Item) -> None:
-        """Queue a run record for the writer without waiting; a failure is logged only."""
-        written = self._context.writer.queue_grouped(step, item)
+        """Queue a run record for the writer without waiting; a failure is logged only.
+
+        While the database is away the writer holds it, in order, and writes it once the
+        database is back: the record of a run that started before an outage is completed, never
+        left 'running' (see BatchWriter).
+        """
+        written = self._context.writer.queue_grouped(step, item, until_written=True)
         written.add_done_callback(partial(_log_failure, step.name, item))
 
 

@@ -161,9 +161,13 @@ class SmtpSink:
     replies: list[str] = field(default_factory=list)
     # Seconds to wait before answering DATA: a slow server.
     delay_s: float = 0.0
+    # DATA commands received so far, answered or not: messages on their way.
+    data_started: int = 0
     _lock: Lock = field(default_factory=Lock)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self._lock:
+            self.data_started += 1
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         with self._lock:
@@ -176,6 +180,10 @@ class SmtpSink:
     def received(self) -> list[Message]:
         with self._lock:
             return list(self.messages)
+
+    def sending_started(self) -> int:
+        with self._lock:
+            return self.data_started
 
     def connections_used(self) -> int:
         with self._lock:

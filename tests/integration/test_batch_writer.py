@@ -12,23 +12,27 @@ from typing import cast
 
 import pytest
 from sqlalchemy import Engine, QueuePool, event, func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from scheduler_app import reminders, runs
 from scheduler_app.batch_writer import (
     BUSY_WITHIN_S,
+    HELD_FIRST_RETRY_S,
+    HELD_MAX_RETRY_S,
     LINGER_S,
     PATIENT_AFTER,
     PATIENT_S,
     BatchWriter,
     Grouped,
 )
-from scheduler_app.db import create_session_factory
+from scheduler_app.db import create_db_engine, create_session_factory
+from scheduler_app.migrate import upgrade_database
 from scheduler_app.models import JobRun, Reminder, RunOutcome
 from scheduler_app.scheduler import JOBS, JOBS_TABLE, QuarantiningJobStore
 from scheduler_app.schemas import ReminderCreate
 from scheduler_app.settings import ReminderSettings
-from tests.support import postgres_refusing_connections
+from tests.support import fresh_postgres_database, postgres_refusing_connections
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 SUCCESS = RunOutcome.SUCCESS
@@ -40,12 +44,14 @@ def running_writer(
     linger_s: float = LINGER_S,
     patient_s: float = PATIENT_S,
     patient_after: int = PATIENT_AFTER,
+    held_retry_s: float = HELD_FIRST_RETRY_S,
 ) -> Iterator[BatchWriter]:
     writer = BatchWriter(
         create_session_factory(engine),
         linger_s=linger_s,
         patient_s=patient_s,
         patient_after=patient_after,
+        held_retry_s=held_retry_s,
     )
     writer.start()
     try:
@@ -72,6 +78,23 @@ def start_run(label: str) -> Callable[[Session], str]:
 def stored_runs(engine: Engine) -> int:
     with Session(engine) as session:
         return int(session.scalar(select(func.count()).select_from(JobRun)) or 0)
+
+
+def run_outcomes(engine: Engine) -> dict[str, str]:
+    with Session(engine) as session:
+        return {run.job_id: run.outcome for run in session.scalars(select(JobRun))}
+
+
+@contextlib.contextmanager
+def postgres_engine() -> Iterator[tuple[str, Engine]]:
+    """A fresh PostgreSQL database, migrated, and an engine on it: what an outage is cut from."""
+    with fresh_postgres_database() as url:
+        engine = create_db_engine(url)
+        upgrade_database(engine)
+        try:
+            yield url, engine
+        finally:
+            engine.dispose()
 
 
 def test_concurrent_steps_share_commits_and_each_gets_its_result(
@@ -351,3 +374,69 @@ def test_a_trickle_of_patient_steps_is_not_held(engine: Engine) -> None:
     with running_writer(engine, linger_s=0.005, patient_s=60.0) as writer:
         asyncio.run(trickle(writer))
     assert stored_runs(engine) == 101
+
+
+@pytest.mark.postgres
+def test_steps_until_written_outlast_an_outage_while_other_steps_fail_at_once() -> None:
+    kept = run_start("kept")
+
+    async def outage(url: str, writer: BatchWriter) -> None:
+        with postgres_refusing_connections(url):
+            started = writer.queue_grouped(runs.START_RUNS, kept, until_written=True)
+            with pytest.raises(OperationalError):
+                await writer.run(start_run("not kept"))
+            await asyncio.sleep(4 * HELD_FIRST_RETRY_S)  # tried again meanwhile, in vain
+            assert not started.done()
+        assert await asyncio.wait_for(started, timeout=HELD_MAX_RETRY_S + 5) == kept.run_id
+
+    with postgres_engine() as (url, engine):
+        with running_writer(engine) as writer:
+            asyncio.run(outage(url, writer))
+        assert run_outcomes(engine) == {"job-kept": RunOutcome.RUNNING}
+
+
+@pytest.mark.postgres
+def test_a_step_until_written_is_written_after_the_held_ones_queued_before_it() -> None:
+    run = run_start("kept")
+    end = runs.RunEnd(run.run_id, NOW, SUCCESS)
+
+    async def outage(url: str, writer: BatchWriter) -> None:
+        with postgres_refusing_connections(url):
+            started = writer.queue_grouped(runs.START_RUNS, run, until_written=True)
+            with pytest.raises(OperationalError):
+                await writer.run(start_run("probe"))  # queued after the start: it was held
+        # The database is back, but the held start waits for its next try: the finish must
+        # not overtake it, or it would update nothing and the run would stay 'running'.
+        finished = writer.queue_grouped(runs.FINISH_RUNS, end, until_written=True)
+        await writer.run(start_run("after"))  # a commit that succeeds: held steps go next
+        await asyncio.wait_for(asyncio.gather(started, finished), timeout=5)
+
+    with postgres_engine() as (url, engine):
+        # Only a successful commit, not the timer, brings the held steps back in time.
+        with running_writer(engine, held_retry_s=60.0) as writer:
+            asyncio.run(outage(url, writer))
+        assert run_outcomes(engine) == {"job-kept": SUCCESS, "job-after": RunOutcome.RUNNING}
+
+
+@pytest.mark.postgres
+def test_stopping_during_an_outage_gives_up_the_held_steps_and_counts_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def stop_during_outage(url: str, writer: BatchWriter) -> asyncio.Future[str]:
+        with postgres_refusing_connections(url):
+            started = writer.queue_grouped(runs.START_RUNS, run_start("lost"), until_written=True)
+            with pytest.raises(OperationalError):
+                await writer.run(start_run("probe"))
+            await asyncio.to_thread(writer.stop)
+        await asyncio.sleep(0)  # the cancellation is handed to this loop by the writer's thread
+        return started
+
+    with postgres_engine() as (url, engine):
+        with running_writer(engine) as writer:
+            started = asyncio.run(stop_during_outage(url, writer))
+        assert stored_runs(engine) == 0
+    assert started.cancelled()
+    [record] = [r for r in caplog.records if "stopping without" in r.getMessage()]
+    assert record.levelname == "ERROR"
+    assert "stopping without 1 write(s)" in record.getMessage()
+    assert record.getMessage().endswith("did not take: 1 x start runs")

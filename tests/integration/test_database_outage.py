@@ -3,6 +3,8 @@ loses nothing once the database is back."""
 
 from __future__ import annotations
 
+import contextlib
+import re
 import sqlite3
 import time
 from collections import Counter
@@ -13,12 +15,17 @@ from fastapi.testclient import TestClient
 
 from scheduler_app.app import create_app
 from tests.support import (
+    SmtpSink,
     fresh_postgres_database,
     make_settings,
     outbox_messages,
     postgres_refusing_connections,
     reminder_ids,
+    running_smtp_sink,
+    show_reminder,
+    smtp_mail,
     wait_for_status,
+    wait_until,
 )
 
 RECOVERY = {"recovery_interval_s": 0.5}
@@ -75,3 +82,37 @@ def test_postgresql_refusing_connections_delays_but_loses_nothing(tmp_path: Path
                 time.sleep(3)  # the reminders fall due during the outage
             assert_each_delivered_once(client, ids, settings.mail.outbox_dir)
             assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.postgres
+def test_a_stop_during_an_outage_names_the_sent_reminders_it_could_not_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    count = 5
+    with fresh_postgres_database() as url, running_smtp_sink(SmtpSink) as sink:
+        sink.delay_s = 2.0  # the database goes while the messages are on their way
+        settings = make_settings(
+            tmp_path,
+            url,
+            mail=smtp_mail(sink.host, sink.port),
+            scheduler={"shutdown_timeout_s": 0.5},
+        )
+        # The client's exit stops the service before the outage ends (the stack's exit).
+        with contextlib.ExitStack() as outage, TestClient(create_app(settings)) as client:
+            ids = subscribe_batch(client, count, delay_s=0.5)
+            wait_until(lambda: sink.sending_started() == count)
+            outage.enter_context(postgres_refusing_connections(url))
+            wait_until(lambda: len(sink.received()) == count)
+        stop_log = caplog.text
+        unrecorded = set(
+            re.findall(r"reminder (\S+): delivered, but not yet marked sent", stop_log)
+        )
+        assert unrecorded == set(ids)
+        assert f"did not take: {count} x mark sent" in stop_log
+
+        # What the log warns of: still 'scheduled', they are delivered again after a restart.
+        with TestClient(create_app(settings)) as client:
+            for reminder_id in ids:
+                assert wait_for_status(client, reminder_id, "sent")["attempts"] == 2
+            assert all(show_reminder(client, rid)["status"] == "sent" for rid in ids)
+        assert Counter(reminder_ids(sink.received())) == Counter(ids * 2)
