@@ -66,13 +66,8 @@ class Reminder(Base):
         Index("ix_reminders_status_remind_at", "status", "remind_at"),
         Index("ix_reminders_finished_at", "finished_at"),
         Index("ix_reminders_created_at", "created_at"),
-        # Scheduled reminders by recipient, for reminders.max_pending_per_address.
-        Index(
-            "ix_reminders_scheduled_address",
-            func.lower(text("email")),
-            sqlite_where=text("status = 'scheduled'"),
-            postgresql_where=text("status = 'scheduled'"),
-        ),
+        # Reminders by recipient and status, for reminders.max_pending_per_address.
+        Index("ix_reminders_address_status", func.lower(text("email")), "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
