@@ -97,9 +97,14 @@ def seed_scheduler_app(database_url: str, count: int) -> None:
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from sqlalchemy import create_engine, insert
 
+    from scheduler_app.db.models import Reminder, ReminderStatus
+    from scheduler_app.engine.scheduler import (
+        JOBS,
+        JOBS_TABLE,
+        create_listing_index,
+        reminder_job_row,
+    )
     from scheduler_app.ids import new_id
-    from scheduler_app.models import Reminder, ReminderStatus
-    from scheduler_app.scheduler import JOBS, JOBS_TABLE, create_listing_index, reminder_job_row
 
     now = datetime.now(UTC)
     engine = create_engine(database_url)
@@ -196,7 +201,7 @@ def _analyze(database_url: str) -> None:
 def _deep_cursor(database_url: str, depth: int) -> str:
     from sqlalchemy import create_engine, text
 
-    from scheduler_app.pagination import encode_cursor
+    from scheduler_app.db.paging import encode_cursor
 
     engine = create_engine(database_url)
     try:

@@ -138,7 +138,7 @@ class SchedulerApp(Server):
 
         from sqlalchemy import create_engine, func, select
 
-        from scheduler_app.models import Reminder, ReminderStatus
+        from scheduler_app.db.models import Reminder, ReminderStatus
 
         engine = create_engine(self.database_url)
         try:

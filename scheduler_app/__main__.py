@@ -1,3 +1,3 @@
-from scheduler_app.cli import main
+from scheduler_app.cli.main import main
 
 main()

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from scheduler_app.api import admin, errors, health, jobs, reminders
 from scheduler_app.api.limits import MAX_BODY_BYTES, BodySizeLimit
 from scheduler_app.clock import Clock, utcnow
-from scheduler_app.executor import RegisteredJob
+from scheduler_app.engine.executor import RegisteredJob
 from scheduler_app.runtime import Runtime
 from scheduler_app.settings import Settings, load_settings
 
@@ -35,7 +35,7 @@ def create_app(
     """
     resolved = settings if settings is not None else load_settings()
     if registry is None:
-        from jobs import REGISTRY
+        from scheduler_app.builtin import REGISTRY
 
         registry = REGISTRY
 

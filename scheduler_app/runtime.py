@@ -18,33 +18,38 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
 
-from scheduler_app import runs
-from scheduler_app.batch_writer import BatchWriter
-from scheduler_app.checkpoint import WalCheckpointer
+from scheduler_app.api.rate_limit import RateLimiter
+from scheduler_app.channels.email import MailBackend, build_mail_backend
 from scheduler_app.clock import Clock
-from scheduler_app.db import SessionFactory, create_db_engine, create_session_factory, describe_url
-from scheduler_app.errors import ConfigError
-from scheduler_app.executor import (
+from scheduler_app.cron.entries import CronJobSpec, parse_job_specs
+from scheduler_app.cron.reconcile import ReconcilePlan, reconcile
+from scheduler_app.db.batch_writer import BatchWriter
+from scheduler_app.db.checkpoint import WalCheckpointer
+from scheduler_app.db.engine import (
+    SessionFactory,
+    create_db_engine,
+    create_session_factory,
+    describe_url,
+)
+from scheduler_app.db.migrate import upgrade_database
+from scheduler_app.engine import runs
+from scheduler_app.engine.executor import (
     JobContext,
     RegisteredJob,
     RegistryExecutor,
     finish_or_cancel,
 )
-from scheduler_app.job_config import CronJobSpec, parse_job_specs
-from scheduler_app.mail import MailBackend, build_mail_backend
-from scheduler_app.migrate import upgrade_database
-from scheduler_app.rate_limit import RateLimiter
-from scheduler_app.reconcile import ReconcilePlan, reconcile
-from scheduler_app.recovery import recover_reminders
-from scheduler_app.scheduler import (
+from scheduler_app.engine.scheduler import (
     OffLoopScheduler,
     build_scheduler,
     schedule_reminder_job,
     stored_job_ids,
     unschedule_reminder_job,
 )
+from scheduler_app.errors import ConfigError
 from scheduler_app.security import resolve_admin_token, resolve_secret_key
 from scheduler_app.settings import Settings, load_settings
+from scheduler_app.tasks.recovery import recover_reminders
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -13,8 +13,8 @@ from sqlalchemy import Engine, Insert, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from scheduler_app.db.models import ServiceSecret
 from scheduler_app.files import private_dir
-from scheduler_app.models import ServiceSecret
 from scheduler_app.settings import Settings
 
 ADMIN_TOKEN_FILE = "admin_token"  # noqa: S105 (a file name)

@@ -74,7 +74,7 @@ class MailSettings(_Section):
         # Imported here: the mail package imports this module. The check is the one every
         # message's From header is written with, so that a bad value stops the service at
         # start-up instead of failing every delivery.
-        from scheduler_app.mail.message import check_from_address
+        from scheduler_app.channels.email.message import check_from_address
 
         try:
             check_from_address(value)
@@ -178,7 +178,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     reports: ReportSettings = ReportSettings()
     retention: RetentionSettings = RetentionSettings()
-    # Raw entries; validated against the job registry by scheduler_app.job_config.
+    # Raw entries; validated against the job registry by scheduler_app.cron.entries.
     jobs: list[Any] = Field(default_factory=list)
     # The YAML file these settings were read from, so that a reload reads it again.
     config_file: Path | None = None

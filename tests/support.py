@@ -26,7 +26,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from scheduler_app.app import create_app
-from scheduler_app.executor import RegisteredJob
+from scheduler_app.engine.executor import RegisteredJob
 from scheduler_app.settings import Settings, load_settings
 
 POSTGRES_URL_VARIABLE = "TEST_POSTGRES_URL"
@@ -266,8 +266,8 @@ def seed_reminder_jobs(
     """
     from sqlalchemy import insert
 
-    from scheduler_app.models import Reminder, ReminderStatus
-    from scheduler_app.scheduler import JOBS, reminder_job_row
+    from scheduler_app.db.models import Reminder, ReminderStatus
+    from scheduler_app.engine.scheduler import JOBS, reminder_job_row
 
     now = datetime.now(UTC)
     reminder_rows, job_rows = [], []

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from scheduler_app import quarantine
 from scheduler_app.api.deps import AdminDep, RuntimeDep, SessionDep
-from scheduler_app.schemas import QuarantinedJobPublic, ReloadResult
+from scheduler_app.api.schemas import QuarantinedJobPublic, ReloadResult
+from scheduler_app.engine import quarantine
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 

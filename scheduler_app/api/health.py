@@ -7,8 +7,8 @@ import asyncio
 from fastapi import APIRouter, Response, status
 
 from scheduler_app.api.deps import RuntimeDep
-from scheduler_app.db import ping
-from scheduler_app.schemas import Health
+from scheduler_app.api.schemas import Health
+from scheduler_app.db.engine import ping
 
 router = APIRouter(tags=["health"])
 

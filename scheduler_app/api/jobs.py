@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Response, status
 from sqlalchemy.orm import Session
 
-from scheduler_app import job_admin
 from scheduler_app.api.deps import AdminDep, RuntimeDep, SessionDep
-from scheduler_app.schemas import JobDetail, JobsPage, RunAccepted, RunsPage
+from scheduler_app.api.schemas import JobDetail, JobsPage, RunAccepted, RunsPage
+from scheduler_app.engine import jobs as job_admin
 
 router = APIRouter(tags=["jobs"], dependencies=[AdminDep])
 

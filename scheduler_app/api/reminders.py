@@ -12,13 +12,8 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.types import Message, Receive, Scope, Send
 
-from scheduler_app import reminders
 from scheduler_app.api.deps import AdminDep, BearerTokenDep, RuntimeDep, SessionDep, get_runtime
-from scheduler_app.errors import InvalidField, TooManyRequests, Unauthorized
-from scheduler_app.models import Reminder, ReminderStatus
-from scheduler_app.pagination import TIME_POSITION, decode_cursor, time_cursor
-from scheduler_app.runtime import Runtime
-from scheduler_app.schemas import (
+from scheduler_app.api.schemas import (
     ReminderCreate,
     ReminderCreated,
     ReminderPublic,
@@ -26,6 +21,11 @@ from scheduler_app.schemas import (
     RetryFilter,
     RetryResult,
 )
+from scheduler_app.db.models import Reminder, ReminderStatus
+from scheduler_app.db.paging import TIME_POSITION, decode_cursor, time_cursor
+from scheduler_app.errors import InvalidField, TooManyRequests, Unauthorized
+from scheduler_app.reminders import service as reminders
+from scheduler_app.runtime import Runtime
 
 router = APIRouter(tags=["reminders"])
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import column, create_engine, delete, table, update
 
-from scheduler_app.models import Reminder
+from scheduler_app.db.models import Reminder
 from tests.acceptance.conftest import ServiceFactory
 from tests.acceptance.service import Service, smtp_environment
 from tests.support import SmtpSink, outbox_messages, reminder_ids

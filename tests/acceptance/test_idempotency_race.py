@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from scheduler_app.models import Reminder
+from scheduler_app.db.models import Reminder
 from tests.acceptance.service import Service, service_environment
 
 # Before the fix about one round in three ended in a 500 on either database; 40 rounds take

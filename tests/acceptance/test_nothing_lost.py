@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, select
 
-from scheduler_app.models import Reminder
+from scheduler_app.db.models import Reminder
 from tests.acceptance.conftest import ServiceFactory
 from tests.acceptance.service import Service, smtp_environment
 from tests.support import SmtpSink, reminder_ids, running_smtp_sink

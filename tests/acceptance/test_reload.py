@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, select
 
-from scheduler_app.models import CronJob
+from scheduler_app.db.models import CronJob
 from tests.acceptance.service import Service, service_environment
 
 

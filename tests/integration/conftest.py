@@ -5,8 +5,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine
 
-from scheduler_app.db import create_db_engine
-from scheduler_app.migrate import upgrade_database
+from scheduler_app.db.engine import create_db_engine
+from scheduler_app.db.migrate import upgrade_database
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from sqlalchemy import Engine, QueuePool, event, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from scheduler_app import reminders, runs
-from scheduler_app.batch_writer import (
+from scheduler_app.api.schemas import ReminderCreate
+from scheduler_app.db.batch_writer import (
     BUSY_WITHIN_S,
     HELD_FIRST_RETRY_S,
     HELD_MAX_RETRY_S,
@@ -26,11 +26,12 @@ from scheduler_app.batch_writer import (
     BatchWriter,
     Grouped,
 )
-from scheduler_app.db import create_db_engine, create_session_factory
-from scheduler_app.migrate import upgrade_database
-from scheduler_app.models import JobRun, Reminder, RunOutcome
-from scheduler_app.scheduler import JOBS, JOBS_TABLE, QuarantiningJobStore
-from scheduler_app.schemas import ReminderCreate
+from scheduler_app.db.engine import create_db_engine, create_session_factory
+from scheduler_app.db.migrate import upgrade_database
+from scheduler_app.db.models import JobRun, Reminder, RunOutcome
+from scheduler_app.engine import runs
+from scheduler_app.engine.scheduler import JOBS, JOBS_TABLE, QuarantiningJobStore
+from scheduler_app.reminders import service as reminders
 from scheduler_app.settings import ReminderSettings
 from tests.support import fresh_postgres_database, postgres_refusing_connections
 

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import Engine, Table, select
 from sqlalchemy.orm import Session
 
-from scheduler_app import bulk
-from scheduler_app.bulk import insert_rows, update_rows
-from scheduler_app.models import JobRun, Reminder, ReminderStatus, RunOutcome
+from scheduler_app.db import bulk
+from scheduler_app.db.bulk import insert_rows, update_rows
+from scheduler_app.db.models import JobRun, Reminder, ReminderStatus, RunOutcome
 from tests.support import sent_statements
 
 NOW = datetime(2026, 11, 21, 9, 0, 0, 123456, tzinfo=UTC)

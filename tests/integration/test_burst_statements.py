@@ -14,8 +14,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
-from scheduler_app import delivery, scheduler
-from scheduler_app.models import Reminder, ReminderStatus
+from scheduler_app.db.models import Reminder, ReminderStatus
+from scheduler_app.engine import scheduler
+from scheduler_app.tasks import attempts as delivery
 from tests.support import seed_reminder_jobs, sent_statements
 
 # One burst due at one instant, and the slice of it that one batch starts.

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from scheduler_app.checkpoint import WalCheckpointer
-from scheduler_app.db import create_db_engine
+from scheduler_app.db.checkpoint import WalCheckpointer
+from scheduler_app.db.engine import create_db_engine
 from tests.support import sent_statements, wait_until
 
 MIB = 2**20

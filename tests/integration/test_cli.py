@@ -79,8 +79,8 @@ def test_check_config_describes_each_job_and_the_plan(tmp_path: Path) -> None:
 
 
 def test_check_config_plans_against_a_database(tmp_path: Path, database_url: str) -> None:
-    from scheduler_app.db import create_db_engine
-    from scheduler_app.migrate import upgrade_database
+    from scheduler_app.db.engine import create_db_engine
+    from scheduler_app.db.migrate import upgrade_database
 
     engine = create_db_engine(database_url)
     upgrade_database(engine)

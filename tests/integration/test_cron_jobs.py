@@ -14,10 +14,10 @@ from apscheduler.triggers.date import DateTrigger
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from jobs import REGISTRY
+from scheduler_app.builtin import REGISTRY
+from scheduler_app.db.models import CronJob, JobRun
+from scheduler_app.engine.executor import JobContext, RegisteredJob, registered_job
 from scheduler_app.errors import ConfigError
-from scheduler_app.executor import JobContext, RegisteredJob, registered_job
-from scheduler_app.models import CronJob, JobRun
 from scheduler_app.runtime import Runtime
 from tests.support import ADMIN, Deployment, until_released, wait_until
 

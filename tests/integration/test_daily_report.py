@@ -14,13 +14,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine
 
-from jobs.daily_report import daily_report
-from scheduler_app.batch_writer import BatchWriter
-from scheduler_app.db import create_session_factory
-from scheduler_app.executor import JobContext
-from scheduler_app.mail.outbox import OutboxBackend
-from scheduler_app.models import JobRun, Reminder
-from scheduler_app.reports import (
+from scheduler_app.channels.email.outbox import OutboxBackend
+from scheduler_app.db.batch_writer import BatchWriter
+from scheduler_app.db.engine import create_session_factory
+from scheduler_app.db.models import JobRun, Reminder
+from scheduler_app.engine.executor import JobContext
+from scheduler_app.maintenance.daily_report import daily_report
+from scheduler_app.maintenance.reports import (
     DailyReport,
     LagStats,
     ReminderCounts,

@@ -12,8 +12,8 @@ import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi.testclient import TestClient
 
-from scheduler_app import scheduler
 from scheduler_app.app import create_app
+from scheduler_app.engine import scheduler
 from scheduler_app.runtime import Runtime
 from tests.support import (
     make_settings,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs import REGISTRY
-from scheduler_app.executor import JobContext, RegisteredJob
+from scheduler_app.builtin import REGISTRY
+from scheduler_app.engine.executor import JobContext, RegisteredJob
 from scheduler_app.runtime import Runtime
 from tests.support import Deployment, until_released, wait_until
 

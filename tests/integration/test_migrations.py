@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import inspect
 
-from scheduler_app.db import create_db_engine
-from scheduler_app.migrate import current_revision, head_revision, upgrade_database
+from scheduler_app.db.engine import create_db_engine
+from scheduler_app.db.migrate import current_revision, head_revision, upgrade_database
 
 CLI = [sys.executable, "-m", "scheduler_app"]
 

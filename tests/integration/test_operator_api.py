@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.pool import QueuePool
 
-from jobs import REGISTRY
-from scheduler_app.db import MAX_OVERFLOW, POOL_SIZE
+from scheduler_app.builtin import REGISTRY
+from scheduler_app.db.engine import MAX_OVERFLOW, POOL_SIZE
 from tests.support import (
     ADMIN,
     ADMIN_TOKEN,

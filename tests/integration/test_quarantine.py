@@ -44,7 +44,7 @@ def test_undecodable_jobs_are_quarantined_and_the_rest_runs(
         )
     engine.dispose()
 
-    caplog.set_level(logging.ERROR, logger="scheduler_app.scheduler")
+    caplog.set_level(logging.ERROR, logger="scheduler_app.engine.scheduler")
     with TestClient(create_app(settings)) as client:
         listed = wait_until(
             lambda: (

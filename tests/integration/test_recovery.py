@@ -8,13 +8,13 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, select, update
 
-from scheduler_app import reminders
+from scheduler_app.api.schemas import ReminderCreate
 from scheduler_app.app import create_app
-from scheduler_app.db import create_db_engine, create_session_factory
-from scheduler_app.migrate import upgrade_database
-from scheduler_app.models import Reminder
-from scheduler_app.scheduler import JOBS, JOBS_TABLE, QuarantiningJobStore, reminder_job_id
-from scheduler_app.schemas import ReminderCreate
+from scheduler_app.db.engine import create_db_engine, create_session_factory
+from scheduler_app.db.migrate import upgrade_database
+from scheduler_app.db.models import Reminder
+from scheduler_app.engine.scheduler import JOBS, JOBS_TABLE, QuarantiningJobStore, reminder_job_id
+from scheduler_app.reminders import service as reminders
 from scheduler_app.settings import Settings
 from tests.support import make_settings, outbox_messages, wait_for_status
 

@@ -10,7 +10,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import create_engine, select
 
-from scheduler_app.scheduler import (
+from scheduler_app.engine.scheduler import (
     JOBS,
     JOBS_TABLE,
     QuarantiningJobStore,

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from scheduler_app.app import create_app
-from scheduler_app.models import JobRun, RunOutcome
+from scheduler_app.db.models import JobRun, RunOutcome
 from scheduler_app.runtime import Runtime
 from tests.support import (
     ADMIN,

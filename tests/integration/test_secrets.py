@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select, update
 
 from scheduler_app.app import create_app
-from scheduler_app.models import Reminder, ServiceSecret
-from scheduler_app.reminders import hash_token
-from scheduler_app.reports import DailyReport, LagStats, ReminderCounts, write_report
+from scheduler_app.db.models import Reminder, ServiceSecret
+from scheduler_app.maintenance.reports import DailyReport, LagStats, ReminderCounts, write_report
+from scheduler_app.reminders.service import hash_token
 from tests.support import SmtpSink, make_settings, smtp_mail, wait_for_status, wait_until
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from scheduler_app.app import create_app
-from scheduler_app.scheduler import JOBS_TABLE
+from scheduler_app.engine.scheduler import JOBS_TABLE
 from tests.support import fresh_postgres_database, make_settings, postgres_server_url, wait_until
 
 pytestmark = pytest.mark.postgres

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from scheduler_app.mail import DeliveryError, compose_message
-from scheduler_app.mail.smtp import SmtpBackend
+from scheduler_app.channels.email import DeliveryError, compose_message
+from scheduler_app.channels.email.smtp import SmtpBackend
 from scheduler_app.settings import SmtpSettings
 from tests.support import SmtpSink, free_port, reminder_ids, running_smtp_sink
 

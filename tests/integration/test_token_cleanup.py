@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
-from jobs.token_cleanup import token_cleanup
-from scheduler_app import cleanup
-from scheduler_app.batch_writer import BatchWriter
-from scheduler_app.db import SessionFactory, create_session_factory
-from scheduler_app.executor import JobContext
-from scheduler_app.mail.outbox import OutboxBackend
-from scheduler_app.models import JobRun, Reminder
+from scheduler_app.channels.email.outbox import OutboxBackend
+from scheduler_app.db.batch_writer import BatchWriter
+from scheduler_app.db.engine import SessionFactory, create_session_factory
+from scheduler_app.db.models import JobRun, Reminder
+from scheduler_app.engine.executor import JobContext
+from scheduler_app.maintenance import retention as cleanup
+from scheduler_app.maintenance.token_cleanup import token_cleanup
 from scheduler_app.settings import RetentionSettings
 from tests.support import make_settings
 

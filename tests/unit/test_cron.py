@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
-from scheduler_app.cron import (
+from scheduler_app.cron.crontab import (
     CrontabTrigger,
     describe_crontab,
     next_fire_times,

@@ -5,9 +5,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
+from scheduler_app.api.schemas import ReminderCreate
 from scheduler_app.errors import InvalidField
-from scheduler_app.reminders import resolve_due_time
-from scheduler_app.schemas import ReminderCreate
+from scheduler_app.reminders.service import resolve_due_time
 from scheduler_app.settings import ReminderSettings
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

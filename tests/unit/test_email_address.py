@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import EmailStr, TypeAdapter, ValidationError
 
-from scheduler_app.schemas import _PLAIN_ADDRESS, EmailAddress, _plain_address
+from scheduler_app.api.schemas import _PLAIN_ADDRESS, EmailAddress, _plain_address
 
 OURS = TypeAdapter(EmailAddress)
 PYDANTIC = TypeAdapter(EmailStr)

@@ -10,15 +10,15 @@ import pytest
 import yaml
 from pydantic import Field
 
-from scheduler_app.cron import CrontabTrigger
+from scheduler_app.cron.crontab import CrontabTrigger
+from scheduler_app.cron.entries import CronJobSpec, parse_job_specs
+from scheduler_app.engine.executor import RegisteredJob
 from scheduler_app.errors import ConfigError
-from scheduler_app.executor import RegisteredJob
-from scheduler_app.job_config import CronJobSpec, parse_job_specs
 
 if TYPE_CHECKING:
     # Only for type checking, as job modules often do: the annotation does not resolve at run
     # time, and the other parameters must still be checked.
-    from scheduler_app.executor import JobContext
+    from scheduler_app.engine.executor import JobContext
 
 
 class Box:

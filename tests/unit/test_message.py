@@ -13,9 +13,9 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from scheduler_app.mail import OutgoingMessage, compose_message
-from scheduler_app.mail.message import _PLAIN_ADDRESS, ascii_domain, message_id
-from scheduler_app.schemas import Subject
+from scheduler_app.api.schemas import Subject
+from scheduler_app.channels.email import OutgoingMessage, compose_message
+from scheduler_app.channels.email.message import _PLAIN_ADDRESS, ascii_domain, message_id
 
 SENT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler_app.reminders import public_error
+from scheduler_app.reminders.service import public_error
 
 
 @pytest.mark.parametrize(

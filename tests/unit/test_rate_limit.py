@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler_app.rate_limit import RateLimiter
+from scheduler_app.api.rate_limit import RateLimiter
 
 
 class Clock:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from scheduler_app.recovery import orphaned_reminders
+from scheduler_app.tasks.recovery import orphaned_reminders
 
 DUE = datetime(2026, 3, 1, tzinfo=UTC)
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from scheduler_app.delivery import JITTER, retry_delay
 from scheduler_app.settings import ReminderSettings
+from scheduler_app.tasks.attempts import JITTER, retry_delay
 
 
 def test_waits_double_up_to_the_cap_with_bounded_jitter() -> None:

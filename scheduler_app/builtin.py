@@ -1,0 +1,44 @@
+"""The built-in jobs, registered by name: config.yaml and stored jobs refer to these names only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from scheduler_app.engine.executor import RegisteredJob
+from scheduler_app.maintenance.daily_report import daily_report
+from scheduler_app.maintenance.token_cleanup import token_cleanup
+from scheduler_app.reminders.job import deliver_reminder
+
+REGISTRY: Mapping[str, RegisteredJob] = MappingProxyType(
+    {
+        job.name: job
+        for job in (
+            RegisteredJob(
+                "deliver_reminder",
+                deliver_reminder,
+                "Deliver one reminder e-mail.",
+                configurable=False,
+            ),
+            RegisteredJob(
+                "daily_report",
+                daily_report,
+                "Write and mail a report of the last 24 hours' reminders and job runs.",
+                configurable=True,
+            ),
+            RegisteredJob(
+                "token_cleanup",
+                token_cleanup,
+                "Expire old cancel tokens and Idempotency-Keys; delete old reminders and runs.",
+                configurable=True,
+                default_entry={
+                    "id": "token-cleanup",
+                    "cron": "*/15 * * * *",
+                    "misfire_grace_s": 600,
+                },
+            ),
+        )
+    }
+)
+
+__all__ = ["REGISTRY"]

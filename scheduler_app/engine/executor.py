@@ -1,0 +1,455 @@
+"""Run stored jobs by registry name, handing each job function the service's JobContext.
+
+Every APScheduler job stored by this service points at `registered_job` and carries the registry
+name as its first argument. The stored pickle thus names a stable entry point, never the module
+path of a job function, so job functions can be moved or renamed without orphaning stored jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import traceback
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, NoReturn, TypeVar
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+)
+from apscheduler.executors.base import BaseExecutor, MaxInstancesReachedError
+from apscheduler.job import Job
+from apscheduler.triggers.date import DateTrigger
+
+from scheduler_app.channels.email import MailBackend
+from scheduler_app.clock import Clock
+from scheduler_app.db.batch_writer import BatchWriter, Grouped
+from scheduler_app.db.engine import SessionFactory
+from scheduler_app.db.models import RunOutcome
+from scheduler_app.engine import runs
+from scheduler_app.engine.runs import RunEnd
+from scheduler_app.errors import Conflict
+from scheduler_app.settings import Settings
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+Item = TypeVar("Item")
+NOT_STARTED = (
+    "not started: the service was shutting down (a reminder is recovered at the next start)"
+)
+# Beyond this many overdue runs of one job, the missed record says "N+" instead of listing all.
+MAX_MISSED_RECORDS = 100
+# Set in each job's task: gives up the task's slot (see JobContext.work_done).
+_free_slot: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "free_slot", default=None
+)
+
+
+class Missed(Exception):
+    """Raised by a job function that decided not to run: recorded as a missed run."""
+
+
+class RetryLater(Exception):
+    """Raised by a job function whose attempt failed but may succeed later: the run is
+    recorded as an error and the same job is scheduled once more at `at`."""
+
+    def __init__(self, at: datetime, reason: str) -> None:
+        super().__init__(f"{reason}; next attempt at {at.isoformat()}")
+        self.at = at
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a job function may use: passed in, never imported from a global."""
+
+    settings: Settings
+    sessions: SessionFactory
+    mail: MailBackend
+    clock: Clock
+    # Short writes that many jobs make at once (delivery bookkeeping) go through here.
+    writer: BatchWriter
+
+    def work_done(self) -> None:
+        """Tell the executor that the calling job's work is done and it only records the
+        outcome from here on: its slot goes to the next job waiting for one.
+
+        The job still counts as running until it returns (the same job never starts twice at
+        once, and a shutdown waits for it). At most max_concurrent_jobs jobs record their
+        outcome without a slot; beyond that a job keeps its slot.
+        """
+        free = _free_slot.get()
+        if free is not None:
+            free()
+
+
+JobFunction = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class RegisteredJob:
+    name: str
+    func: JobFunction
+    description: str
+    # False for internal jobs (reminder delivery) that config.yaml may not name.
+    configurable: bool = True
+    # A job that must run even when config.yaml does not name it (maintenance): its entry when
+    # no entry of the file runs this job. An entry of the file replaces it (enabled: false
+    # switches it off).
+    default_entry: Mapping[str, Any] | None = None
+
+
+def registered_job(name: str, *args: Any, **kwargs: Any) -> NoReturn:
+    """The callable that every stored job references; RegistryExecutor runs `name` instead.
+
+    Its import path is part of the stored data: never move or rename it.
+    """
+    raise RuntimeError(f"job '{name}' must be run by the RegistryExecutor")
+
+
+class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
+    """Runs each due job as an asyncio task on the scheduler's loop."""
+
+    def __init__(
+        self,
+        context: JobContext,
+        registry: Mapping[str, RegisteredJob],
+        max_concurrent_jobs: int,
+    ) -> None:
+        super().__init__()
+        self._context = context
+        self._registry = registry
+        # At most this many jobs run at once; the others wait in _queued, not as tasks, so that
+        # thousands falling due together never flood the event loop that answers the API.
+        self._max_running = max_concurrent_jobs
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # Those of _tasks that gave up their slot (JobContext.work_done) and are ending.
+        self._ending: set[asyncio.Task[Any]] = set()
+        self._queued: deque[tuple[Coroutine[Any, Any, Any], str]] = deque()
+        self._start_requested = False
+        self._queue_lock = threading.Lock()
+        # One-off runs that fell due while the same job was still running, started when it ends.
+        self._deferred: dict[str, tuple[Job, list[datetime]]] = {}
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Called once when no more than the given number of jobs wait for a slot.
+        self._when_few_waiting: tuple[int, Callable[[], None]] | None = None
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        super().start(scheduler, alias)
+        self._loop = scheduler._eventloop
+
+    def shutdown(self, wait: bool = True) -> None:
+        # Running jobs are left to drain(), which the service awaits with a deadline.
+        return None
+
+    @property
+    def context(self) -> JobContext:
+        return self._context
+
+    def running_job_ids(self) -> set[str]:
+        with self._lock:
+            return set(self._instances)
+
+    async def drain(self, timeout_s: float) -> int:
+        """Start nothing more; wait for running jobs up to timeout_s, then cancel the rest.
+
+        Returns how many were cancelled. Jobs that were waiting for a slot do not start: a
+        reminder among them stays 'scheduled' and is recovered at the next start.
+        """
+        self._stopping = True
+        self._start_queued()  # what never got to run records that it did not
+        return await finish_or_cancel(set(self._tasks), timeout_s)
+
+    def submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        with self._lock:
+            if self._instances[job.id] < job.max_instances:
+                self._do_submit_job(job, run_times)
+                self._instances[job.id] += 1
+                return
+            if isinstance(job.trigger, DateTrigger):
+                # APScheduler removes a one-off job whose submission was refused, which would
+                # drop a retry that falls due while the attempt that scheduled it is still
+                # recording its outcome. It runs as soon as that attempt ends instead.
+                self._deferred[job.id] = (job, run_times)
+                return
+        skipped = "skipped: the previous run of this job was still running"
+        assert self._loop is not None, "executor not started"
+        self._loop.call_soon_threadsafe(self._record_missed, job, run_times, skipped)
+        raise MaxInstancesReachedError(job)
+
+    def _run_job_success(self, job_id: str, events: list[JobExecutionEvent]) -> None:
+        super()._run_job_success(job_id, events)
+        with self._lock:
+            deferred = None if job_id in self._instances else self._deferred.pop(job_id, None)
+        if deferred is not None:
+            self.submit_job(*deferred)
+
+    def _spawn_threadsafe(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        assert self._loop is not None, "executor not started"
+        self._queued.append((work, name))
+        with self._queue_lock:
+            if self._start_requested:
+                return
+            self._start_requested = True
+        # One wake-up of the loop for everything a pass over the job store submits.
+        self._loop.call_soon_threadsafe(self._start_queued)
+
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        skipped = _coalesced_away(job, run_times)
+        # Called from the job store's worker thread: the task is created on the loop.
+        self._spawn_threadsafe(self._run(job, run_times, skipped), job.id)
+
+    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        self._queued.append((work, name))
+        self._start_queued()
+
+    def _start_queued(self) -> None:
+        assert self._loop is not None
+        with self._queue_lock:
+            self._start_requested = False
+        while self._queued and (self._running() < self._max_running or self._stopping):
+            work, name = self._queued.popleft()
+            context = contextvars.copy_context()
+            context.run(_free_slot.set, self._free_current_slot)
+            task = self._loop.create_task(work, name=f"job:{name}", context=context)
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+        if self._when_few_waiting is not None and len(self._queued) <= self._when_few_waiting[0]:
+            callback = self._when_few_waiting[1]
+            self._when_few_waiting = None
+            callback()
+
+    def _running(self) -> int:
+        """How many jobs hold a slot."""
+        return len(self._tasks) - len(self._ending)
+
+    def _free_current_slot(self) -> None:
+        # Found by the current task rather than bound to it: a task that referred to itself
+        # through its own context would wait for the garbage collector to be freed.
+        task = asyncio.current_task()
+        if task is None or task not in self._tasks or task in self._ending:
+            return  # not a job's own task (one it created, say), or given up already
+        if len(self._ending) >= self._max_running:
+            return
+        self._ending.add(task)
+        self._start_queued()
+
+    def waiting(self) -> int:
+        """How many submitted jobs wait for a slot to run."""
+        return len(self._queued)
+
+    def call_when_waiting_at_most(self, count: int, callback: Callable[[], None]) -> None:
+        """Call callback (on the loop, once) as soon as no more than count jobs wait for a
+        slot; it replaces a callback asked for earlier."""
+        self._when_few_waiting = (count, callback)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        self._ending.discard(task)
+        self._start_queued()
+
+    async def _run(self, job: Job, run_times: list[datetime], skipped: list[datetime]) -> None:
+        events: list[JobExecutionEvent] = []
+        try:
+            if self._stopping:
+                self._record_missed(job, run_times, NOT_STARTED)
+                return
+            if skipped:
+                more = "+" if len(skipped) >= MAX_MISSED_RECORDS else ""
+                reason = (
+                    f"coalesced: {len(skipped)}{more} overdue runs were replaced by one "
+                    f"catch-up run at {run_times[-1]}"
+                )
+                self._record_missed(job, skipped, reason)
+            for run_time in run_times:
+                events.append(await self._run_once(job, run_time))
+        finally:
+            self._run_job_success(job.id, events)
+
+    async def _run_once(self, job: Job, run_time: datetime) -> JobExecutionEvent:
+        store = job._jobstore_alias
+        name, *args = job.args
+        now = self._context.clock()
+        if job.misfire_grace_time is not None:
+            late = now - run_time
+            if late > timedelta(seconds=job.misfire_grace_time):
+                reason = (
+                    f"could only start {late} after its time, past misfire_grace_s="
+                    f"{job.misfire_grace_time:g}"
+                )
+                logger.warning("job %s missed its %s run: %s", job.id, run_time, reason)
+                self._record_missed(job, [run_time], reason, now)
+                return JobExecutionEvent(EVENT_JOB_MISSED, job.id, store, run_time)
+
+        start = runs.RunStart(job.id, name, scheduled_for=run_time, started_at=now)
+        # Neither the start nor the finish of a run record is waited for: in a burst each wait
+        # is a turn of the batch writer, and the writer keeps their order (while the database is
+        # away too: see _record_later).
+        self._record_later(runs.START_RUNS, start)
+        outcome, retval, exc = await self._execute(start.run_id, job.id, name, args, job.kwargs)
+        if exc is not None:
+            return JobExecutionEvent(
+                EVENT_JOB_ERROR,
+                job.id,
+                store,
+                run_time,
+                exception=exc,
+                traceback="".join(traceback.format_exception(exc)),
+            )
+        code = EVENT_JOB_MISSED if outcome is RunOutcome.MISSED else EVENT_JOB_EXECUTED
+        return JobExecutionEvent(code, job.id, store, run_time, retval=retval)
+
+    async def run_now(
+        self, job_id: str, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> str:
+        """Run a job once, outside its schedule; return the id of its run record at once."""
+        assert self._loop is not None, "executor not started"
+        # Counted like a scheduled run: the scheduler will not start the same job meanwhile,
+        # so a reminder is never delivered by both at once.
+        with self._lock:
+            if self._instances[job_id]:
+                raise Conflict(f"job '{job_id}' is running now; try again when it has finished")
+            self._instances[job_id] += 1
+        try:
+            now = self._context.clock()
+            start = runs.RunStart(job_id, name, scheduled_for=now, started_at=now, manual=True)
+            run_id = await self._context.writer.run_grouped(runs.START_RUNS, start)
+        except BaseException:
+            self._run_job_success(job_id, [])
+            raise
+
+        async def run() -> None:
+            try:
+                if self._stopping:
+                    end = RunEnd(run_id, self._context.clock(), RunOutcome.MISSED, NOT_STARTED)
+                    self._record_later(runs.FINISH_RUNS, end)
+                    return
+                await self._execute(run_id, job_id, name, args, kwargs)
+            finally:
+                self._run_job_success(job_id, [])
+
+        self._spawn(run(), job_id)
+        return run_id
+
+    async def _execute(
+        self,
+        run_id: str,
+        job_id: str,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+    ) -> tuple[RunOutcome, Any, Exception | None]:
+        """Call the registered function and complete its run record with the outcome."""
+        outcome, error, retval, failure = RunOutcome.SUCCESS, None, None, None
+        try:
+            entry = self._registry.get(name)
+            if entry is None:
+                raise LookupError(f"no job named '{name}' is registered")
+            retval = await entry.func(self._context, *args, **kwargs)
+        except Missed as exc:
+            outcome, error = RunOutcome.MISSED, str(exc)
+        except RetryLater as exc:
+            outcome, error = RunOutcome.ERROR, str(exc)
+            logger.warning("job %s (%s): %s", job_id, name, exc)
+            try:
+                await asyncio.to_thread(self._schedule_retry, job_id, name, args, kwargs, exc.at)
+            except Exception:
+                # The database went away again: the reminder is 'scheduled' with its next
+                # attempt recorded, and the recovery sweep gives it a job once it is back.
+                logger.exception("job %s: its next attempt could not be stored", job_id)
+        except Exception as exc:
+            logger.exception("job %s (%s) failed", job_id, name)
+            outcome, error, failure = RunOutcome.ERROR, f"{type(exc).__name__}: {exc}", exc
+        result = None if retval is None else str(retval)
+        end = RunEnd(run_id, self._context.clock(), outcome, error, result)
+        self._record_later(runs.FINISH_RUNS, end)
+        return outcome, retval, failure
+
+    def _schedule_retry(
+        self,
+        job_id: str,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        at: datetime,
+    ) -> None:
+        # Should this ever lose a race with the pass that removed the job, the reminder is still
+        # 'scheduled' without a job, and the recovery sweep schedules it again.
+        self._scheduler.add_job(
+            registered_job,
+            trigger=DateTrigger(run_date=at),
+            args=(name, *args),
+            kwargs=dict(kwargs),
+            id=job_id,
+            name=job_id,
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
+
+    def _record_missed(
+        self, job: Job, run_times: list[datetime], reason: str, now: datetime | None = None
+    ) -> None:
+        """Queue a missed-run record of each run time, like _record_later."""
+        name, at = job.args[0], now or self._context.clock()
+        missed = partial(
+            runs.record_missed,
+            job_id=job.id,
+            job=name,
+            scheduled_times=run_times,
+            now=at,
+            reason=reason,
+        )
+        written = self._context.writer.queue(missed, until_written=True)
+        written.add_done_callback(partial(_log_failure, "missed runs", job.id))
+
+    def _record_later(self, step: Grouped[Item, T], item: Item) -> None:
+        """Queue a run record for the writer without waiting; a failure is logged only.
+
+        While the database is away the writer holds it, in order, and writes it once the
+        database is back: the record of a run that started before an outage is completed, never
+        left 'running' (see BatchWriter).
+        """
+        written = self._context.writer.queue_grouped(step, item, until_written=True)
+        written.add_done_callback(partial(_log_failure, step.name, item))
+
+
+async def finish_or_cancel(tasks: set[asyncio.Task[Any]], timeout_s: float) -> int:
+    """Wait up to timeout_s for the tasks, then cancel those still running and wait for them
+    to unwind; how many were cancelled."""
+    if not tasks:
+        return 0
+    _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    return len(pending)
+
+
+def _log_failure(step: str, item: object, written: asyncio.Future[Any]) -> None:
+    if written.cancelled() or written.exception() is None:
+        return
+    logger.error("could not write the run record (%s) %s", step, item, exc_info=written.exception())
+
+
+def _coalesced_away(job: Job, run_times: list[datetime]) -> list[datetime]:
+    """The overdue run times that coalescing dropped, so that each can be recorded as missed."""
+    if not job.coalesce or not run_times:
+        return []
+    # APScheduler advances next_run_time only after submitting: it still names the first overdue
+    # run here.
+    skipped: list[datetime] = []
+    moment = job.next_run_time
+    last = run_times[-1]
+    while moment is not None and moment < last and len(skipped) < MAX_MISSED_RECORDS:
+        skipped.append(moment)
+        moment = job.trigger.get_next_fire_time(moment, last)
+    return skipped

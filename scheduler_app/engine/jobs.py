@@ -1,0 +1,371 @@
+"""Operator service: list and inspect every scheduled job, pause, resume, cancel, run now.
+
+Listing reads the job store's `id` and `next_run_time` columns joined with the service's own
+tables; it never unpickles a stored job, so a page costs the same with 100 or 1,000,000 jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.base import BaseScheduler
+from pydantic import AfterValidator, Field, FiniteFloat, StrictInt, TypeAdapter
+from sqlalchemy import BindParameter, Row, Select, and_, bindparam, func, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from scheduler_app.api.schemas import JobDetail, JobPublic, JobsPage, LastRun, RunPublic, RunsPage
+from scheduler_app.cron.crontab import describe_crontab
+from scheduler_app.db.models import CronJob, JobRun, Reminder, ReminderStatus
+from scheduler_app.db.paging import (
+    STRICT,
+    TIME_POSITION,
+    CursorId,
+    decode_cursor,
+    encode_cursor,
+    time_cursor,
+)
+from scheduler_app.engine.scheduler import JOBS, REMINDER_JOB_PREFIX
+from scheduler_app.errors import Conflict, NotFound
+from scheduler_app.reminders import service as reminders
+
+JobKind = Literal["cron", "reminder"]
+RECENT_RUNS = 10
+_SCHEDULED, _PAUSED = 0, 1
+
+
+def _phase_matches_time(position: JobsPosition) -> JobsPosition:
+    phase, after_time, _ = position
+    if (phase == _PAUSED) != (after_time is None):
+        raise ValueError("a paused job has no next run time, a scheduled one has")
+    return position
+
+
+# A page of jobs ends at [phase, next run time, job id]: [0, float, id] among the scheduled jobs,
+# [1, null, id] among the paused ones. (A StrictInt, as Literal[0] takes JSON `false`.)
+JobsPosition = Annotated[
+    tuple[Annotated[StrictInt, Field(ge=_SCHEDULED, le=_PAUSED)], FiniteFloat | None, CursorId],
+    AfterValidator(_phase_matches_time),
+]
+_JOBS_POSITION: TypeAdapter[tuple[int, float | None, str]] = TypeAdapter(
+    JobsPosition, config=STRICT
+)
+
+
+def _is_reminder(job_id: str) -> bool:
+    return job_id.startswith(REMINDER_JOB_PREFIX)
+
+
+@lru_cache(maxsize=1)
+def _listing() -> Select[Any]:
+    """Jobs with what a listing shows of them, their last run included: one statement, so that a
+    page costs one round trip to the database (a page answered during a burst of deliveries waits
+    for the interpreter lock at each one). Built once: building it took longer than running it."""
+    reminder_id = func.substr(JOBS.c.id, len(REMINDER_JOB_PREFIX) + 1)
+    # The latest run by scheduled time, found through the (job_id, scheduled_for) index.
+    latest_run_id = (
+        select(JobRun.id)
+        .where(JobRun.job_id == JOBS.c.id)
+        .order_by(JobRun.scheduled_for.desc())
+        .limit(1)
+        .correlate(JOBS)
+        .scalar_subquery()
+    )
+    last_run = aliased(JobRun, name="last_run")
+    return select(
+        JOBS.c.id,
+        JOBS.c.next_run_time,
+        CronJob.job,
+        CronJob.cron,
+        CronJob.timezone,
+        CronJob.description,
+        CronJob.source,
+        Reminder.email,
+        Reminder.subject,
+        Reminder.remind_at,
+        last_run.id.label("last_run_id"),
+        last_run.outcome.label("last_run_outcome"),
+        last_run.scheduled_for.label("last_run_scheduled_for"),
+        last_run.finished_at.label("last_run_finished_at"),
+    ).select_from(
+        JOBS.outerjoin(CronJob, CronJob.id == JOBS.c.id)
+        .outerjoin(Reminder, Reminder.id == reminder_id)
+        .outerjoin(last_run, last_run.id == latest_run_id)
+    )
+
+
+def list_jobs(
+    session: Session, *, kind: JobKind | None, q: str | None, limit: int, cursor: str | None
+) -> JobsPage:
+    """One page of jobs by next run time, paused ones last."""
+    phase, after_time, after_id = (
+        decode_cursor(cursor, _JOBS_POSITION) if cursor else (_SCHEDULED, None, None)
+    )
+    values: dict[str, Any] = {"after_time": after_time, "after_id": after_id}
+    if kind == "cron":
+        values["cron_ids"] = session.scalars(select(CronJob.id)).all()
+
+    matching = (
+        or_(
+            JOBS.c.id.icontains(q, autoescape=True),
+            CronJob.description.icontains(q, autoescape=True),
+            Reminder.email.icontains(q, autoescape=True),
+            Reminder.subject.icontains(q, autoescape=True),
+        )
+        if q
+        else None
+    )
+
+    def part(part_phase: int, after: bool, count: int) -> Sequence[Row[Any]]:
+        statement = _page_part(kind, part_phase, after)
+        if matching is not None:
+            statement = statement.where(matching)
+        return session.execute(statement, {**values, "limit": count}).all()
+
+    rows: list[Row[Any]] = []
+    if phase == _SCHEDULED:
+        rows += part(_SCHEDULED, after_id is not None, limit + 1)
+    if len(rows) <= limit:
+        rows += part(_PAUSED, phase == _PAUSED, limit + 1 - len(rows))
+
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = None
+    if more:
+        last = page[-1]
+        state = _PAUSED if last.next_run_time is None else _SCHEDULED
+        next_cursor = encode_cursor(state, last.next_run_time, last.id)
+    return JobsPage(items=[_item(row) for row in page], next_cursor=next_cursor)
+
+
+@lru_cache(maxsize=16)
+def _page_part(kind: JobKind | None, phase: int, after: bool) -> Select[Any]:
+    """The statement for the scheduled or the paused part of a page, built once per shape with
+    its values bound at execution (limit, after_time, after_id, cron_ids): deriving it again
+    for every page, and SQLAlchemy's cache key for it, took about 0.45 ms, some 40 % of running
+    it on SQLite.
+
+    Two index-friendly scans instead of one ORDER BY over "IS NULL": scheduled jobs by
+    (next_run_time, id), then paused ones (no next run) by id; `after` continues past a cursor.
+    """
+    query = _listing()
+    if kind == "reminder":
+        query = query.where(JOBS.c.id.startswith(REMINDER_JOB_PREFIX))
+    elif kind == "cron":
+        # The config declares few cron jobs: look them up by key instead of scanning every
+        # reminder job for the ones that are not.
+        query = query.where(JOBS.c.id.in_(bindparam("cron_ids", expanding=True)))
+    if phase == _SCHEDULED:
+        query = query.where(JOBS.c.next_run_time.is_not(None))
+        if after:
+            after_time: BindParameter[Any] = bindparam("after_time")
+            after_id: BindParameter[Any] = bindparam("after_id")
+            query = query.where(
+                # The first condition is implied by the second; it lets the index seek.
+                JOBS.c.next_run_time >= after_time,
+                or_(
+                    JOBS.c.next_run_time > after_time,
+                    and_(JOBS.c.next_run_time == after_time, JOBS.c.id > after_id),
+                ),
+            )
+        return query.order_by(JOBS.c.next_run_time, JOBS.c.id).limit(bindparam("limit"))
+    query = query.where(JOBS.c.next_run_time.is_(None))
+    if after:
+        query = query.where(JOBS.c.id > bindparam("after_id"))
+    return query.order_by(JOBS.c.id).limit(bindparam("limit"))
+
+
+def get_job(session: Session, job_id: str) -> JobDetail:
+    """The job with its most recent runs."""
+    row = session.execute(_listing().where(JOBS.c.id == job_id)).one_or_none()
+    if row is None:
+        raise NotFound(f"no scheduled job with id '{job_id}'")
+    recent = list_runs(session, job_id=job_id, outcome=None, limit=RECENT_RUNS, cursor=None)
+    item = _item(row)
+    return JobDetail(**item.model_dump(), recent_runs=recent.items)
+
+
+def list_runs(
+    session: Session, *, job_id: str | None, outcome: str | None, limit: int, cursor: str | None
+) -> RunsPage:
+    """Run records, newest first."""
+    query = select(JobRun)
+    if job_id is not None:
+        query = query.where(JobRun.job_id == job_id)
+    if outcome is not None:
+        query = query.where(JobRun.outcome == outcome)
+    if cursor:
+        moment, run_id = decode_cursor(cursor, TIME_POSITION)
+        query = query.where(
+            or_(
+                JobRun.scheduled_for < moment,
+                and_(JobRun.scheduled_for == moment, JobRun.id < run_id),
+            )
+        )
+    found = session.scalars(
+        query.order_by(JobRun.scheduled_for.desc(), JobRun.id.desc()).limit(limit + 1)
+    ).all()
+    page = found[:limit]
+    next_cursor = None
+    if len(found) > limit:
+        next_cursor = time_cursor(page[-1].scheduled_for, page[-1].id)
+    return RunsPage(
+        items=[RunPublic.model_validate(run, from_attributes=True) for run in page],
+        next_cursor=next_cursor,
+    )
+
+
+def require_runs_or_job(session: Session, job_id: str) -> None:
+    """404 unless the job is scheduled, has a run history, or is the job of a known reminder
+    (which is between its job's removal and its first run record while a delivery starts)."""
+    has_job = session.scalar(select(JOBS.c.id).where(JOBS.c.id == job_id)) is not None
+    has_runs = session.scalar(select(JobRun.id).where(JobRun.job_id == job_id).limit(1))
+    is_reminder = _is_reminder(job_id) and (
+        session.get(Reminder, job_id.removeprefix(REMINDER_JOB_PREFIX)) is not None
+    )
+    if not (has_job or has_runs or is_reminder):
+        raise NotFound(f"no job or run history with id '{job_id}'")
+
+
+def pause_job(session: Session, scheduler: BaseScheduler, job_id: str, now: datetime) -> None:
+    _require_scheduled(scheduler, job_id)
+    scheduler.pause_job(job_id)
+    _set_operator_pause(session, job_id, paused=True, now=now)
+
+
+def resume_job(session: Session, scheduler: BaseScheduler, job_id: str, now: datetime) -> None:
+    job = _require_scheduled(scheduler, job_id)
+    row = session.get(CronJob, job_id)
+    if row is not None and not row.enabled:
+        raise Conflict(
+            f"job '{job_id}' is disabled in config.yaml (enabled: false); enable it there"
+        )
+    if job.next_run_time is None:  # resuming a running job would move its next run
+        scheduler.resume_job(job_id)
+    _set_operator_pause(session, job_id, paused=False, now=now)
+
+
+def cancel_job(session: Session, scheduler: BaseScheduler, job_id: str, now: datetime) -> None:
+    """Cancel a reminder's job (the reminder becomes 'cancelled'); config jobs are refused."""
+    if not _is_reminder(job_id):
+        # Worded for every client: the API, the command line and the dashboard name the same
+        # actions differently.
+        row = session.get(CronJob, job_id)
+        if row is not None and row.source == "builtin":
+            raise Conflict(
+                f"job '{job_id}' is built-in maintenance and cannot be cancelled: pause it, or "
+                "give it an entry in config.yaml (enabled: false switches it off) and reload"
+            )
+        if row is not None:
+            raise Conflict(
+                f"job '{job_id}' is declared in config.yaml and cannot be cancelled: pause it, "
+                "or remove it from the file and reload"
+            )
+        raise NotFound(f"no scheduled job with id '{job_id}'")
+    reminder = session.get(Reminder, job_id.removeprefix(REMINDER_JOB_PREFIX))
+    if reminder is not None and reminder.status == ReminderStatus.CANCELLED:
+        return  # cancelling again is a no-op: 204 as the first time
+    if reminder is None or reminder.status != ReminderStatus.SCHEDULED:
+        raise NotFound(f"no scheduled job with id '{job_id}'")
+    reminders.cancel(session, reminder, now)
+    with contextlib.suppress(JobLookupError):
+        scheduler.remove_job(job_id)
+
+
+def runnable(session: Session, job_id: str) -> tuple[str, Sequence[Any], dict[str, Any]]:
+    """What running the job now calls: registry name, args, kwargs."""
+    if _is_reminder(job_id):
+        reminder_id = job_id.removeprefix(REMINDER_JOB_PREFIX)
+        reminder = session.get(Reminder, reminder_id)
+        if reminder is None or reminder.status != ReminderStatus.SCHEDULED:
+            raise NotFound(f"no scheduled job with id '{job_id}'")
+        return "deliver_reminder", [reminder_id], {}
+    row = session.get(CronJob, job_id)
+    if row is None:
+        raise NotFound(f"no scheduled job with id '{job_id}'")
+    return row.job, list(row.args), dict(row.kwargs)
+
+
+def _require_scheduled(scheduler: BaseScheduler, job_id: str) -> Any:
+    job = scheduler.get_job(job_id)
+    if job is None:
+        raise NotFound(f"no scheduled job with id '{job_id}'")
+    return job
+
+
+def _set_operator_pause(session: Session, job_id: str, *, paused: bool, now: datetime) -> None:
+    # Kept on the cron row so that restarts and config reloads respect the operator's choice;
+    # a reminder's pause lives in the job store alone.
+    row = session.get(CronJob, job_id)
+    if row is not None and row.paused != paused:
+        row.paused = paused
+        row.updated_at = now
+        session.commit()
+
+
+def _item(row: Row[Any]) -> JobPublic:
+    # Unpacked in _listing's column order: reading a row's fields by name took half the time of
+    # building a page's items.
+    (
+        job_id,
+        next_run_time,
+        job,
+        cron,
+        timezone,
+        description,
+        source,
+        email,
+        subject,
+        remind_at,
+        last_run_id,
+        last_run_outcome,
+        last_run_scheduled_for,
+        last_run_finished_at,
+    ) = tuple(row)
+    last_run = None
+    if last_run_id is not None:
+        last_run = LastRun(
+            id=last_run_id,
+            outcome=last_run_outcome,
+            scheduled_for=last_run_scheduled_for,
+            finished_at=last_run_finished_at,
+        )
+    next_run = None if next_run_time is None else datetime.fromtimestamp(next_run_time, UTC)
+    if _is_reminder(job_id):
+        due = _utc_text(remind_at) if remind_at is not None else "unknown"
+        return JobPublic(
+            id=job_id,
+            kind="reminder",
+            job="deliver_reminder",
+            description=f"Reminder to {email}: {subject}" if email else "Reminder",
+            trigger=f"date: {due}",
+            schedule_text=f"Once, at {due}",
+            next_run_time=next_run,
+            paused=next_run is None,
+            source="api",
+            last_run=last_run,
+        )
+    return JobPublic(
+        id=job_id,
+        kind="cron",
+        job=job or "unknown",
+        description=description or "",
+        trigger=f"cron: {cron} ({timezone})" if cron else "cron",
+        schedule_text=_describe(cron) if cron else "",
+        next_run_time=next_run,
+        paused=next_run is None,
+        source=source or "config",
+        last_run=last_run,
+    )
+
+
+@lru_cache(maxsize=256)
+def _describe(expression: str) -> str:
+    return describe_crontab(expression)
+
+
+def _utc_text(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC).isoformat(timespec='seconds')[:19]}Z"

@@ -1,0 +1,402 @@
+"""The APScheduler set-up: one AsyncIOScheduler on the service's database.
+
+Two departures from APScheduler's defaults keep work from being lost or the loop from stalling:
+the job store's I/O runs in a worker thread (a locked or slow database never blocks the event
+loop that serves the API), and a stored job that cannot be restored is set aside in
+`quarantined_jobs` instead of being deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import pickle
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+from apscheduler.job import Job
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.asyncio import AsyncIOScheduler, run_in_event_loop
+from apscheduler.schedulers.base import STATE_RUNNING
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.util import datetime_to_utc_timestamp
+from sqlalchemy import (
+    Engine,
+    Float,
+    Index,
+    LargeBinary,
+    Table,
+    Unicode,
+    and_,
+    column,
+    delete,
+    insert,
+    select,
+    table,
+)
+
+from scheduler_app.clock import utcnow
+from scheduler_app.db.bulk import delete_rows
+from scheduler_app.db.models import QuarantinedJob
+from scheduler_app.engine.executor import RegistryExecutor, registered_job
+from scheduler_app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+JOBS_TABLE = "apscheduler_jobs"
+REMINDER_JOB_PREFIX = "reminder:"
+# After a failed pass over the job store, try again this soon.
+STORE_RETRY_S = 2.0
+# Job ids per query that asks which of them are stored (below SQLite's variable limit).
+IDS_PER_QUERY = 500
+# Due jobs that one pass over the job store reads. When thousands fall due together, the first
+# are running while the next are read, and the event loop is never held up for the whole burst.
+# A pass that leaves due jobs behind is followed by another at once, unless more than
+# WAITING_BEFORE_NEXT_PASS jobs still wait in the executor for a slot: then the next pass comes
+# when they are down to that many. A burst is read as it is worked off, so memory holds a pass
+# or two of it rather than every job (50,000 due at once: peak RSS 134 MB instead of 183 MB),
+# and the passes' reads and deletes are spread over the burst instead of crowding its start.
+DUE_PER_PASS = 500
+WAITING_BEFORE_NEXT_PASS = DUE_PER_PASS // 2
+# GET /jobs pages by (next_run_time, id); APScheduler indexes next_run_time alone.
+LISTING_INDEX = "ix_apscheduler_jobs_next_run_time_id"
+# Typed as APScheduler's SQLAlchemyJobStore declares them.
+JOBS = table(
+    JOBS_TABLE,
+    column("id", Unicode(191)),
+    column("next_run_time", Float(25)),
+    column("job_state", LargeBinary),
+)
+_ZONE_ONLY = SimpleNamespace(timezone=UTC)
+# APScheduler's own default grace is 1 s, which silently drops any job that starts late;
+# reminders enforce their own late-delivery window when they run.
+JOB_DEFAULTS: dict[str, Any] = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
+
+
+class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
+    """An AsyncIOScheduler whose passes over the job store run in one worker thread, and which
+    only wakes up for a new job that is due before its next planned wake-up."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="job-store")
+        self._pass: asyncio.Future[Any] | None = None
+        self._again = False
+        # When the timer fires next (None: no timer); read and written on the loop only.
+        self._planned: float | None = None
+        # The earliest job added while a pass was under way, which that pass may not have seen.
+        self._added_during_pass: float | None = None
+        self._adding = threading.local()
+
+    def _real_add_job(self, job: Job, jobstore_alias: str, replace_existing: bool) -> None:
+        # APScheduler wakes up for every job added, which at hundreds of new reminders a second
+        # is a pass over the job store each; a job due after the planned wake-up needs none.
+        self._adding.active = True
+        try:
+            super()._real_add_job(job, jobstore_alias, replace_existing)
+        finally:
+            self._adding.active = False
+        if job.next_run_time is not None:
+            self.wake_by(job.next_run_time)
+
+    def wakeup(self) -> None:
+        if not getattr(self._adding, "active", False):
+            self._wakeup_now()
+
+    @run_in_event_loop  # type: ignore[untyped-decorator]
+    def _wakeup_now(self) -> None:
+        self._stop_timer()
+        if self._pass is not None:
+            self._again = True  # a pass is under way; run one more right after it
+            return
+        self._pass = asyncio.wrap_future(self._store_thread.submit(self._process_jobs))
+        self._pass.add_done_callback(self._pass_done)
+
+    def wake_by(self, due_time: datetime) -> None:
+        """Make sure the scheduler wakes up by due_time, for a job stored behind its back."""
+        if self.state != STATE_RUNNING:
+            return
+        due = due_time.timestamp()
+        if _running_loop() is self._eventloop:
+            self._wake_by(due)  # on the loop already (POST /subscribe): no hop through its pipe
+        else:
+            self._eventloop.call_soon_threadsafe(self._wake_by, due)
+
+    def _wake_by(self, due: float) -> None:
+        if self._pass is not None:
+            if self._added_during_pass is None or due < self._added_during_pass:
+                self._added_during_pass = due
+            return
+        if self._planned is None or due < self._planned:
+            self._start_timer(max(due - time.time(), 0))
+
+    def _start_timer(self, wait_seconds: float | None) -> None:
+        super()._start_timer(wait_seconds)
+        self._planned = None if wait_seconds is None else time.time() + wait_seconds
+
+    def _stop_timer(self) -> None:
+        super()._stop_timer()
+        self._planned = None
+
+    def _pass_done(self, finished: asyncio.Future[Any]) -> None:
+        self._pass = None
+        try:
+            wait_seconds = finished.result()
+        except Exception:
+            logger.exception("a pass over the job store failed; retrying in %ss", STORE_RETRY_S)
+            wait_seconds = STORE_RETRY_S
+        if self._eventloop is None:  # shut down meanwhile
+            return
+        if self._again:
+            self._again = False
+            wait_seconds = 0
+        if self._added_during_pass is not None:
+            added_wait = max(self._added_during_pass - time.time(), 0)
+            self._added_during_pass = None
+            if wait_seconds is None or added_wait < wait_seconds:
+                wait_seconds = added_wait
+        executor = self._executors.get("default")
+        if (
+            wait_seconds == 0
+            and isinstance(executor, RegistryExecutor)
+            and executor.waiting() > WAITING_BEFORE_NEXT_PASS
+        ):
+            executor.call_when_waiting_at_most(WAITING_BEFORE_NEXT_PASS, self._resume_passes)
+            # A fallback in case no job finishes meanwhile (every slot held by a long job).
+            wait_seconds = STORE_RETRY_S
+        self._start_timer(wait_seconds)
+
+    def _resume_passes(self) -> None:
+        if self.state == STATE_RUNNING:
+            self._wakeup_now()
+
+    def shutdown(self, wait: bool = True) -> None:
+        super().shutdown(wait)
+        self._store_thread.shutdown(wait=False)
+
+    async def finish_pass(self, timeout_s: float) -> bool:
+        """Wait up to timeout_s for the pass under way, if any, to end; whether it did.
+
+        Shutting down waits for APScheduler's job store lock, but a pass may take that lock
+        after, and open a connection that disposing of the engine would leave open.
+        """
+        if self._pass is None:
+            return True
+        finished, _ = await asyncio.wait({self._pass}, timeout=timeout_s)
+        return bool(finished)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class QuarantiningJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
+    """A SQLAlchemyJobStore that sets undecodable jobs aside instead of deleting them, and
+    removes the one-off jobs that a pass submitted in one statement at the end of the pass.
+
+    An engine passed in stays its owner's to dispose of: APScheduler's store disposes of it on
+    shutdown, which orphaned the connections still checked out (a delivery finishing, a worker
+    thread) in a pool that nobody closes, where the owner's wait for them could not see them.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._owns_engine = "engine" not in options
+        # The thread of the pass under way, the stored run time of each due job it read, and
+        # the submitted jobs it will remove.
+        self._pass_thread: int | None = None
+        self._due_run_times: dict[str, float] = {}
+        self._submitted: list[tuple[str, float]] = []
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        super().start(scheduler, alias)
+        create_listing_index(self.engine, self.jobs_t)
+
+    def shutdown(self) -> None:
+        if self._owns_engine:
+            super().shutdown()
+
+    def get_due_jobs(self, now: datetime) -> list[Job]:
+        # A pass starts with this call and ends with get_next_run_time (APScheduler's order).
+        self._remove_submitted()
+        self._due_run_times = {}
+        due = self.jobs_t.c.next_run_time <= datetime_to_utc_timestamp(now)
+        jobs = self._get_jobs(due, remember=self._due_run_times, limit=DUE_PER_PASS)
+        self._pass_thread = threading.get_ident()
+        return jobs
+
+    def remove_job(self, job_id: str) -> None:
+        run_time = self._due_run_times.get(job_id)
+        if self._pass_thread == threading.get_ident() and run_time is not None:
+            # APScheduler deletes each submitted one-off job in its own transaction: 5,000
+            # commits when 5,000 reminders fall due together.
+            self._submitted.append((job_id, run_time))
+            return
+        super().remove_job(job_id)
+
+    def get_next_run_time(self) -> datetime | None:
+        self._remove_submitted()
+        next_run_time: datetime | None = super().get_next_run_time()
+        return next_run_time
+
+    def _remove_submitted(self) -> None:
+        self._pass_thread = None
+        if not self._submitted:
+            return
+        # Only the row as it was read: a job that already ran and stored a retry under the
+        # same id has a new run time, and that retry stays.
+        with self.engine.begin() as connection:
+            delete_rows(connection, self.jobs_t, ("id", "next_run_time"), self._submitted)
+        self._submitted = []
+
+    def _get_jobs(
+        self,
+        *conditions: Any,
+        remember: dict[str, float] | None = None,
+        limit: int | None = None,
+    ) -> list[Job]:
+        jobs: list[Job] = []
+        query = select(self.jobs_t).order_by(self.jobs_t.c.next_run_time).limit(limit)
+        if conditions:
+            query = query.where(and_(*conditions))
+        with self.engine.begin() as connection:
+            for row in connection.execute(query):
+                try:
+                    jobs.append(self._reconstitute_job(row.job_state))
+                except Exception as exc:
+                    self._quarantine(connection, row, exc)
+                    continue
+                if remember is not None:
+                    remember[row.id] = row.next_run_time
+        return jobs
+
+    def _quarantine(self, connection: Any, row: Any, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        logger.error(
+            "job %s cannot be restored (%s); set aside in quarantined_jobs for repair",
+            row.id,
+            error,
+        )
+        connection.execute(delete(QuarantinedJob).where(QuarantinedJob.id == row.id))
+        connection.execute(
+            insert(QuarantinedJob).values(
+                id=row.id,
+                next_run_time=row.next_run_time,
+                job_state=row.job_state,
+                error=error[:2000],
+                quarantined_at=utcnow(),
+            )
+        )
+        connection.execute(delete(self.jobs_t).where(self.jobs_t.c.id == row.id))
+
+
+def create_listing_index(engine: Engine, jobs_table: Table) -> None:
+    """Index the job table by (next_run_time, id), unless it is already.
+
+    Without it, a page of GET /jobs over jobs due at the same instant (a burst of reminders)
+    first sorts every one of them by id: 20 ms for 5,000 on PostgreSQL, on every page.
+    """
+    Index(LISTING_INDEX, jobs_table.c.next_run_time, jobs_table.c.id).create(
+        engine, checkfirst=True
+    )
+
+
+def build_scheduler(
+    settings: Settings, engine: Engine, executor: RegistryExecutor
+) -> OffLoopScheduler:
+    """An AsyncIOScheduler whose defaults never drop late work.
+
+    Args:
+        settings: the service's settings (time zone).
+        engine: the engine of the service's database, which also holds the job table.
+        executor: runs the jobs with the service's context.
+    """
+    return OffLoopScheduler(
+        jobstores={"default": QuarantiningJobStore(engine=engine, tablename=JOBS_TABLE)},
+        executors={"default": executor},
+        job_defaults=JOB_DEFAULTS,
+        timezone=settings.zone,
+        jobstore_retry_interval=STORE_RETRY_S,
+    )
+
+
+def reminder_job_id(reminder_id: str) -> str:
+    return f"{REMINDER_JOB_PREFIX}{reminder_id}"
+
+
+def _reminder_job(reminder_id: str, due: datetime) -> dict[str, Any]:
+    return {
+        "func": registered_job,
+        "trigger": DateTrigger(run_date=due),
+        "args": ("deliver_reminder", reminder_id),
+        "id": reminder_job_id(reminder_id),
+        "name": f"reminder {reminder_id}",
+        "misfire_grace_time": None,
+    }
+
+
+def schedule_reminder_job(scheduler: AsyncIOScheduler, reminder_id: str, due: datetime) -> None:
+    # replace_existing keeps this idempotent: scheduling the same reminder twice keeps one job.
+    scheduler.add_job(**_reminder_job(reminder_id, due), replace_existing=True)
+
+
+def reminder_job_row(reminder_id: str, due: datetime, *, paused: bool = False) -> dict[str, Any]:
+    """The job store row of a reminder's job, exactly as schedule_reminder_job would store it,
+    for writing in the same transaction as the reminder."""
+    next_run_time = None if paused else due
+    own = _reminder_job(reminder_id, due)
+    state = {
+        **_template_job_state(),
+        **{field: own[field] for field in _OWN_FIELDS},
+        "next_run_time": next_run_time,
+    }
+    return {
+        "id": own["id"],
+        "next_run_time": datetime_to_utc_timestamp(next_run_time),
+        "job_state": pickle.dumps(state, pickle.HIGHEST_PROTOCOL),
+    }
+
+
+# What sets one reminder's job apart from another's; the rest of its state is the template's.
+_OWN_FIELDS = ("id", "name", "args", "trigger")
+
+
+@functools.cache
+def _template_job_state() -> dict[str, Any]:
+    # Building a Job checks its function's signature each time, which made up most of the
+    # time spent on a reminder's write; one Job's state, with each reminder's own fields put
+    # in, is the same state.
+    job = Job(
+        _ZONE_ONLY,  # a Job reads only its scheduler's time zone
+        **{**JOB_DEFAULTS, **_reminder_job("template", datetime.fromtimestamp(0, UTC))},
+        kwargs={},
+        executor="default",
+        next_run_time=None,
+    )
+    state: dict[str, Any] = job.__getstate__()
+    return state
+
+
+def unschedule_reminder_job(scheduler: AsyncIOScheduler, reminder_id: str) -> None:
+    with contextlib.suppress(JobLookupError):
+        scheduler.remove_job(reminder_job_id(reminder_id))
+
+
+def stored_job_ids(engine: Engine, job_ids: list[str]) -> set[str]:
+    """Which of job_ids are stored, read without unpickling any job."""
+    found: set[str] = set()
+    with engine.connect() as connection:
+        for start in range(0, len(job_ids), IDS_PER_QUERY):
+            chunk = job_ids[start : start + IDS_PER_QUERY]
+            found.update(connection.scalars(select(JOBS.c.id).where(JOBS.c.id.in_(chunk))))
+    return found
