@@ -1,17 +1,17 @@
 """Scale: N reminders pending far in the future, seeded straight into the database in bulk.
 
-Seeding goes around the API (posting 1,000,000 reminders one by one would take over an hour at
-the measured enqueue rate): rows are written as each target writes them itself. For
-scheduler_app a `reminders` row plus an `apscheduler_jobs` row whose job_state is the pickled
-APScheduler Job the service stores (registered_job, args ("deliver_reminder", id), a
-DateTrigger, misfire_grace_time None), the same format as tests/support.py seed_reminder_jobs;
-for the baseline the pickled Job that its add_job stores (send_reminder with its four
-arguments, the scheduler's defaults). Then: start-up time with N pending, GET /jobs first page
-and a page 90 % deep, POST /subscribe latency, CPU use while idle (65 s), peak RSS, and last
-a burst of reminders due at one instant on top of the backlog: its delivery should cost what the
-same burst costs on an empty database, not grow with what else is pending. After that, the enqueue
-rate with the backlog against an empty database's, in alternating pairs of wrk runs.
-"""
+Seeding goes around the API (posting 1,000,000 reminders one by one would take over an hour at the
+measured enqueue rate): rows are written as each target writes them itself. For scheduler_app a
+`tasks` row (a reminder is a task of the deliver_reminder job) plus an `apscheduler_jobs` row whose
+job_state is the pickled APScheduler Job the service stores (registered_job, args
+("deliver_reminder", id), a DateTrigger, misfire_grace_time None), the same format as
+tests/support.py seed_reminder_jobs; for the baseline the pickled Job that its add_job stores
+(send_reminder with its four arguments, the scheduler's defaults). Then: start-up time with N
+pending, GET /jobs first page and a page 90 % deep, POST /subscribe latency, CPU use while idle (65
+s), peak RSS, and last a burst of reminders due at one instant on top of the backlog: its delivery
+should cost what the same burst costs on an empty database, not grow with what else is pending.
+After that, the enqueue rate with the backlog against an empty database's, in alternating pairs of
+wrk runs."""
 
 from __future__ import annotations
 
@@ -97,14 +97,16 @@ def seed_scheduler_app(database_url: str, count: int) -> None:
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from sqlalchemy import create_engine, insert
 
-    from scheduler_app.db.models import Reminder, ReminderStatus
+    from scheduler_app.db.models import Task
     from scheduler_app.engine.scheduler import (
         JOBS,
         JOBS_TABLE,
         create_listing_index,
-        reminder_job_row,
+        task_job_row,
     )
     from scheduler_app.ids import new_id
+    from scheduler_app.reminders.job import REMINDER_JOB, REMINDER_JOB_PREFIX
+    from scheduler_app.tasks.store import new_row
 
     now = datetime.now(UTC)
     engine = create_engine(database_url)
@@ -118,22 +120,16 @@ def seed_scheduler_app(database_url: str, count: int) -> None:
             reminder_rows, job_rows = [], []
             for i, due in enumerate(due_times[begin : begin + CHUNK], start=begin):
                 reminder_id = new_id()
-                reminder_rows.append(
-                    {
-                        "id": reminder_id,
-                        "email": f"bench{i}@example.com",
-                        "subject": f"Bench {i}",
-                        "message": "A benchmark reminder.",
-                        "remind_at": due,
-                        "status": ReminderStatus.SCHEDULED,
-                        "attempts": 0,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-                job_rows.append(reminder_job_row(reminder_id, due))
+                args = {
+                    "email": f"bench{i}@example.com",
+                    "subject": f"Bench {i}",
+                    "message": "A benchmark reminder.",
+                }
+                row = new_row(reminder_id, REMINDER_JOB, args, due, now)
+                reminder_rows.append({**row, "recipient": args["email"]})
+                job_rows.append(task_job_row(REMINDER_JOB, REMINDER_JOB_PREFIX, reminder_id, due))
             with engine.begin() as connection:
-                connection.execute(insert(Reminder), reminder_rows)
+                connection.execute(insert(Task), reminder_rows)
                 connection.execute(insert(JOBS), job_rows)
     finally:
         engine.dispose()

@@ -129,7 +129,7 @@ class Server:
 class SchedulerApp(Server):
     name = "scheduler_app"
     ready_path = "/readyz"
-    pending_sql = "SELECT count(*) FROM reminders WHERE status = 'scheduled'"
+    pending_sql = "SELECT count(*) FROM tasks WHERE status IN ('scheduled', 'running')"
 
     def _count_pending(self, due_before: float | None) -> Any:
         if due_before is None:
@@ -138,17 +138,17 @@ class SchedulerApp(Server):
 
         from sqlalchemy import create_engine, func, select
 
-        from scheduler_app.db.models import Reminder, ReminderStatus
+        from scheduler_app.db.models import OPEN_STATUSES, Task
 
         engine = create_engine(self.database_url)
         try:
             with engine.connect() as connection:
                 return connection.execute(
                     select(func.count())
-                    .select_from(Reminder)
+                    .select_from(Task)
                     .where(
-                        Reminder.status == ReminderStatus.SCHEDULED,
-                        Reminder.remind_at <= datetime.fromtimestamp(due_before, UTC),
+                        Task.status.in_(OPEN_STATUSES),
+                        Task.run_at <= datetime.fromtimestamp(due_before, UTC),
                     )
                 ).scalar()
         finally:
@@ -188,12 +188,12 @@ class SchedulerApp(Server):
         try:
             with engine.connect() as connection:
                 rows = connection.execute(
-                    text("SELECT status, count(*) FROM reminders GROUP BY status")
+                    text("SELECT status, count(*) FROM tasks GROUP BY status")
                 )
                 counts: dict[str, Any] = {str(status): int(n) for status, n in rows}
                 errors = connection.execute(
                     text(
-                        "SELECT last_error FROM reminders WHERE last_error IS NOT NULL "
+                        "SELECT last_error FROM tasks WHERE last_error IS NOT NULL "
                         "GROUP BY last_error LIMIT 3"
                     )
                 ).scalars()

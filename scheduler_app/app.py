@@ -31,7 +31,7 @@ def create_app(
     Args:
         settings: the settings; loaded from config.yaml, .env and the environment when None.
         clock: the time source, injectable for tests.
-        registry: the job functions stored jobs may name; the `jobs` package's by default.
+        registry: the job functions stored jobs may name; scheduler_app.builtin by default.
     """
     resolved = settings if settings is not None else load_settings()
     if registry is None:

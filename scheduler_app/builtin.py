@@ -8,17 +8,24 @@ from types import MappingProxyType
 from scheduler_app.engine.executor import RegisteredJob
 from scheduler_app.maintenance.daily_report import daily_report
 from scheduler_app.maintenance.token_cleanup import token_cleanup
-from scheduler_app.reminders.job import deliver_reminder
+from scheduler_app.reminders.job import (
+    REMINDER_JOB,
+    REMINDER_JOB_PREFIX,
+    deliver_reminder,
+    reminder_policy,
+)
+from scheduler_app.tasks.runner import TaskJob
 
 REGISTRY: Mapping[str, RegisteredJob] = MappingProxyType(
     {
         job.name: job
         for job in (
             RegisteredJob(
-                "deliver_reminder",
-                deliver_reminder,
+                REMINDER_JOB,
+                TaskJob(deliver_reminder, reminder_policy),
                 "Deliver one reminder e-mail.",
                 configurable=False,
+                job_id_prefix=REMINDER_JOB_PREFIX,
             ),
             RegisteredJob(
                 "daily_report",

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
 
 from scheduler_app.api.rate_limit import RateLimiter
+from scheduler_app.channels import EMAIL
 from scheduler_app.channels.email import MailBackend, build_mail_backend
 from scheduler_app.clock import Clock
 from scheduler_app.cron.entries import CronJobSpec, parse_job_specs
@@ -42,14 +43,16 @@ from scheduler_app.engine.executor import (
 from scheduler_app.engine.scheduler import (
     OffLoopScheduler,
     build_scheduler,
-    schedule_reminder_job,
+    schedule_task_job,
     stored_job_ids,
-    unschedule_reminder_job,
+    unschedule_task_job,
 )
 from scheduler_app.errors import ConfigError
+from scheduler_app.reminders.job import REMINDER_JOB
+from scheduler_app.reminders.service import Reminders
 from scheduler_app.security import resolve_admin_token, resolve_secret_key
 from scheduler_app.settings import Settings, load_settings
-from scheduler_app.tasks.recovery import recover_reminders
+from scheduler_app.tasks import recovery
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,6 +71,7 @@ class Runtime:
     executor: RegistryExecutor
     scheduler: OffLoopScheduler
     checkpointer: WalCheckpointer | None = None
+    reminders: Reminders = field(init=False, repr=False)
     subscribe_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
@@ -97,7 +101,7 @@ class Runtime:
         writer = BatchWriter(sessions)
         writer.start()
         context = JobContext(
-            settings=settings, sessions=sessions, mail=mail, clock=clock, writer=writer
+            settings=settings, sessions=sessions, channels={EMAIL: mail}, clock=clock, writer=writer
         )
         executor = RegistryExecutor(context, registry, settings.scheduler.max_concurrent_jobs)
         runtime = cls(
@@ -114,12 +118,24 @@ class Runtime:
             checkpointer=checkpointer,
             subscribe_limiter=RateLimiter(settings.reminders.per_client_per_minute),
         )
+        runtime.reminders = Reminders(
+            settings=settings,
+            clock=clock,
+            sessions=sessions,
+            writer=writer,
+            admin_token=runtime.admin_token,
+            secret_key=runtime.secret_key,
+            schedule=partial(runtime.schedule_task, REMINDER_JOB),
+            unschedule=partial(runtime.unschedule_task, REMINDER_JOB),
+            wake_by=runtime.scheduler.wake_by,
+        )
         # Started paused so that recovery and reconciling see the store before any job runs; a
         # process with the scheduler disabled stays paused: it stores jobs but never runs them.
         runtime.scheduler.start(paused=True)
         await runtime.apply_job_specs(specs)
         if settings.scheduler.enabled:
             await asyncio.to_thread(runtime.in_session, runs.close_interrupted_runs, clock())
+            await asyncio.to_thread(runtime.in_session, recovery.reset_interrupted, clock())
             await runtime.recover()
             runtime.scheduler.resume()
             runtime._sweeper = asyncio.create_task(runtime._sweep(), name="reminder-recovery")
@@ -180,20 +196,25 @@ class Runtime:
     def scheduler_running(self) -> bool:
         return bool(self.scheduler.state == STATE_RUNNING)
 
-    def schedule_reminder(self, reminder_id: str, due: datetime) -> None:
-        schedule_reminder_job(self.scheduler, reminder_id, due)
+    def job_id_prefix(self, job: str) -> str:
+        entry = self.registry.get(job)
+        return entry.job_id_prefix if entry is not None else "task"
 
-    def unschedule_reminder(self, reminder_id: str) -> None:
-        unschedule_reminder_job(self.scheduler, reminder_id)
+    def schedule_task(self, job: str, task_id: str, due: datetime) -> None:
+        schedule_task_job(self.scheduler, job, self.job_id_prefix(job), task_id, due)
+
+    def unschedule_task(self, job: str, task_id: str) -> None:
+        unschedule_task_job(self.scheduler, self.job_id_prefix(job), task_id)
 
     async def recover(self) -> int:
-        # Two passes ahead: a reminder whose job is lost is recovered before it falls due.
+        # Two passes ahead: a task whose job is lost is recovered before it falls due.
         horizon = self.clock() + timedelta(seconds=2 * self.settings.scheduler.recovery_interval_s)
-        return await recover_reminders(
+        return await recovery.recover_tasks(
             self.sessions,
+            self.job_id_prefix,
             partial(stored_job_ids, self.engine),
             self.executor.running_job_ids,
-            self.schedule_reminder,
+            self.schedule_task,
             horizon,
         )
 

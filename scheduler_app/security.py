@@ -3,6 +3,7 @@ in the state folder) and the secret key (kept in the database)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import sys
@@ -91,3 +92,8 @@ def _write_private(path: Path, content: str) -> None:
         os.link(temporary, path)  # refuses an existing path: the first to link wins
     finally:
         os.unlink(temporary)
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 of a token, as stored: a leaked database does not give the token away."""
+    return hashlib.sha256(token.encode()).hexdigest()

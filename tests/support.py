@@ -26,6 +26,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from scheduler_app.app import create_app
+from scheduler_app.db.models import Task
 from scheduler_app.engine.executor import RegisteredJob
 from scheduler_app.settings import Settings, load_settings
 
@@ -266,32 +267,24 @@ def seed_reminder_jobs(
     """
     from sqlalchemy import insert
 
-    from scheduler_app.db.models import Reminder, ReminderStatus
-    from scheduler_app.engine.scheduler import JOBS, reminder_job_row
+    from scheduler_app.engine.scheduler import JOBS, task_job_row
 
     now = datetime.now(UTC)
     reminder_rows, job_rows = [], []
     for due in due_times:
         reminder_id = str(uuid.uuid4())
         remind_at = due or now + timedelta(days=1)
-        reminder_rows.append(
-            {
-                "id": reminder_id,
-                "email": email,
-                "subject": "Seeded",
-                "message": "",
-                "remind_at": remind_at,
-                "status": ReminderStatus.SCHEDULED,
-                "attempts": 0,
-                "created_at": now,
-                "updated_at": now,
-            }
+        task = reminder_task(
+            id=reminder_id, email=email, subject="Seeded", remind_at=remind_at, created_at=now
         )
-        job_rows.append(reminder_job_row(reminder_id, remind_at, paused=due is None))
+        reminder_rows.append({c.key: getattr(task, c.key) for c in Task.__table__.columns})
+        job_rows.append(
+            task_job_row("deliver_reminder", "reminder", reminder_id, remind_at, paused=due is None)
+        )
     engine = create_engine(database_url)
     try:
         with engine.begin() as connection:
-            connection.execute(insert(Reminder), reminder_rows)
+            connection.execute(insert(Task), reminder_rows)
             connection.execute(insert(JOBS), job_rows)
     finally:
         engine.dispose()
@@ -353,3 +346,37 @@ def postgres_refusing_connections(database_url: str) -> Iterator[None]:
                 admin.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
     finally:
         server.dispose()
+
+
+def reminder_task(
+    *,
+    id: str,
+    email: str = "ada@example.com",
+    subject: str = "Reminder",
+    message: str = "",
+    remind_at: datetime,
+    status: str = "scheduled",
+    attempts: int = 0,
+    created_at: datetime,
+    updated_at: datetime | None = None,
+    sent_at: datetime | None = None,
+    finished_at: datetime | None = None,
+    **columns: Any,
+) -> Task:
+    """A reminder's task row, given as a reminder is described ("sent" and sent_at included)."""
+    import json
+
+    status = "succeeded" if status == "sent" else status
+    return Task(
+        id=id,
+        job="deliver_reminder",
+        args=json.dumps({"email": email, "subject": subject, "message": message}),
+        run_at=remind_at,
+        recipient=email,
+        status=status,
+        attempts=attempts,
+        created_at=created_at,
+        updated_at=updated_at or finished_at or created_at,
+        finished_at=finished_at or sent_at,
+        **columns,
+    )

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import hmac
-from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
-from sqlalchemy.orm import Session
 from starlette.types import Message, Receive, Scope, Send
 
-from scheduler_app.api.deps import AdminDep, BearerTokenDep, RuntimeDep, SessionDep, get_runtime
+from scheduler_app.api.deps import AdminDep, BearerTokenDep, RuntimeDep, get_runtime
 from scheduler_app.api.schemas import (
     ReminderCreate,
     ReminderCreated,
@@ -21,10 +19,10 @@ from scheduler_app.api.schemas import (
     RetryFilter,
     RetryResult,
 )
-from scheduler_app.db.models import Reminder, ReminderStatus
 from scheduler_app.db.paging import TIME_POSITION, decode_cursor, time_cursor
-from scheduler_app.errors import InvalidField, TooManyRequests, Unauthorized
+from scheduler_app.errors import TooManyRequests, Unauthorized
 from scheduler_app.reminders import service as reminders
+from scheduler_app.reminders.service import ReminderStatus
 from scheduler_app.runtime import Runtime
 
 router = APIRouter(tags=["reminders"])
@@ -47,19 +45,11 @@ _AUTH_ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-def _authorize(reminder: Reminder, token: str, runtime: Runtime) -> bool:
-    """Whether the token is the admin token (else it is the reminder's own cancel token)."""
-    ttl = timedelta(days=runtime.settings.retention.cancel_token_days)
-    return reminders.authorize(
-        reminder, token, runtime.admin_token, now=runtime.clock(), token_ttl=ttl
-    )
-
-
 _PUBLIC_FIELDS = tuple(ReminderPublic.model_fields)
 
 
-def _public(reminder: Reminder, *, admin: bool = True) -> ReminderPublic:
-    public = ReminderPublic.model_validate(reminder, from_attributes=True)
+def _public(fields: dict[str, Any], *, admin: bool = True) -> ReminderPublic:
+    public = ReminderPublic.model_validate(fields)
     if admin:
         return public
     return public.model_copy(update={"last_error": reminders.public_error(public.last_error)})
@@ -74,28 +64,13 @@ async def subscribe(
     # Called, not declared: solving RuntimeDep as a sub-dependency took about 5 % of this
     # route's samples in a py-spy profile, on the service's busiest route.
     runtime = await get_runtime(request)
-    now = runtime.clock()
-    limits = runtime.settings.reminders
-    try:
-        due: datetime | InvalidField = reminders.resolve_due_time(body, now, limits)
-    except InvalidField as problem:
-        if idempotency_key is None:
-            raise
-        due = problem  # unless the key replays an earlier request
-    # Written with the requests and deliveries of the same moment in one transaction.
-    item = reminders.SubscribeRequest(
-        body, now, due, limits, idempotency_key, secret_key=runtime.secret_key
-    )
-    subscription = await runtime.writer.run_grouped(reminders.SUBSCRIBE, item)
-    row = subscription.row
+    subscription = await runtime.reminders.subscribe(body, idempotency_key)
     headers = {"Location": f"/reminders/{subscription.reminder_id}"}
     if subscription.replayed:
         headers["Idempotent-Replayed"] = "true"
-    else:
-        runtime.scheduler.wake_by(row["remind_at"])
     # Validated once from the reminder's row and answered as is: the route's busiest path
     # skips FastAPI's second validation of the response model.
-    fields = {name: row[name] for name in _PUBLIC_FIELDS}
+    fields = subscription.public()
     fields["cancel_token"] = subscription.cancel_token
     created = ReminderCreated.model_validate(fields)
     return Response(
@@ -205,13 +180,10 @@ router.add_api_route(
 
 
 @router.get("/reminders/{reminder_id}", response_model=ReminderPublic, responses=_AUTH_ERRORS)
-def get_reminder(
-    reminder_id: str, token: BearerTokenDep, runtime: RuntimeDep, session: SessionDep
-) -> ReminderPublic:
+def get_reminder(reminder_id: str, token: BearerTokenDep, runtime: RuntimeDep) -> ReminderPublic:
     """Show a reminder and its delivery status."""
-    reminder = reminders.get_reminder(session, reminder_id)
-    admin = _authorize(reminder, token, runtime)
-    return _public(reminder, admin=admin)
+    fields, admin = runtime.reminders.show(reminder_id, token)
+    return _public(fields, admin=admin)
 
 
 @router.delete(
@@ -219,15 +191,10 @@ def get_reminder(
     response_model=ReminderPublic,
     responses={**_AUTH_ERRORS, 409: {"description": "Already sent, failed or missed."}},
 )
-def cancel_reminder(
-    reminder_id: str, token: BearerTokenDep, runtime: RuntimeDep, session: SessionDep
-) -> ReminderPublic:
+def cancel_reminder(reminder_id: str, token: BearerTokenDep, runtime: RuntimeDep) -> ReminderPublic:
     """Cancel a scheduled reminder; cancelling a cancelled one again is a no-op."""
-    reminder = reminders.get_reminder(session, reminder_id)
-    admin = _authorize(reminder, token, runtime)
-    reminders.cancel(session, reminder, runtime.clock())
-    runtime.unschedule_reminder(reminder.id)
-    return _public(reminder, admin=admin)
+    fields, admin = runtime.reminders.cancel(reminder_id, token)
+    return _public(fields, admin=admin)
 
 
 @router.get(
@@ -237,7 +204,7 @@ def cancel_reminder(
     responses={401: {"description": "Missing or wrong admin token."}},
 )
 def list_reminders(
-    session: SessionDep,
+    runtime: RuntimeDep,
     status: ReminderStatus | None = None,
     email: Annotated[str | None, Query(max_length=320)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -245,13 +212,11 @@ def list_reminders(
 ) -> RemindersPage:
     """List reminders, most recently changed first; `status=failed` for the failed queue."""
     before = decode_cursor(cursor, TIME_POSITION) if cursor else None
-    found = reminders.find_reminders(
-        session, status=status, email=email, limit=limit + 1, before=before
-    )
+    found = runtime.reminders.find(status, email, limit + 1, before)
     page = found[:limit]
     next_cursor = None
     if len(found) > limit:
-        next_cursor = time_cursor(page[-1].updated_at, page[-1].id)
+        next_cursor = time_cursor(page[-1]["updated_at"], page[-1]["id"])
     return RemindersPage(items=[_public(r) for r in page], next_cursor=next_cursor)
 
 
@@ -261,20 +226,17 @@ def list_reminders(
     dependencies=[AdminDep],
     responses={401: {"description": "Missing or wrong admin token."}},
 )
-def retry_matching(body: RetryFilter, runtime: RuntimeDep, session: SessionDep) -> RetryResult:
+def retry_matching(body: RetryFilter, runtime: RuntimeDep) -> RetryResult:
     """Schedule again every failed (or missed) reminder that matches the filter."""
-    matching = reminders.find_reminders(
-        session,
-        status=ReminderStatus(body.status),
-        email=body.email,
-        error_contains=body.error_contains,
-        finished_after=body.finished_after,
-        finished_before=body.finished_before,
-        limit=body.limit,
+    requeued = runtime.reminders.retry_matching(
+        ReminderStatus(body.status),
+        body.email,
+        body.error_contains,
+        body.finished_after,
+        body.finished_before,
+        body.limit,
     )
-    for reminder in matching:
-        _requeue(reminder, runtime, session)
-    return RetryResult(requeued=[reminder.id for reminder in matching])
+    return RetryResult(requeued=requeued)
 
 
 @router.post(
@@ -287,14 +249,6 @@ def retry_matching(body: RetryFilter, runtime: RuntimeDep, session: SessionDep) 
         409: {"description": "Not failed or missed."},
     },
 )
-def retry_reminder(reminder_id: str, runtime: RuntimeDep, session: SessionDep) -> ReminderPublic:
+def retry_reminder(reminder_id: str, runtime: RuntimeDep) -> ReminderPublic:
     """Schedule a failed or missed reminder again, now, with a fresh set of attempts."""
-    reminder = reminders.get_reminder(session, reminder_id)
-    _requeue(reminder, runtime, session)
-    return _public(reminder)
-
-
-def _requeue(reminder: Reminder, runtime: Runtime, session: Session) -> None:
-    now = runtime.clock()
-    reminders.requeue(session, reminder, now)
-    runtime.schedule_reminder(reminder.id, now)
+    return _public(runtime.reminders.retry(reminder_id))

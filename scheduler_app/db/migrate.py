@@ -28,17 +28,26 @@ def upgrade_database(engine: Engine, revision: str = "head") -> None:
         engine: the service's engine.
         revision: the target revision: "head" for the newest, "base" to undo them all.
     """
-    config = _alembic_config()
     if revision == "head" and current_revision(engine) == head_revision():
         # Nothing to do: skip Alembic, whose set-up is most of a no-op upgrade's time and logs.
         return
+    _migrate(engine, revision, down=revision == "base")
+
+
+def downgrade_database(engine: Engine, revision: str) -> None:
+    """Undo the migrations after `revision` ("base": all of them)."""
+    _migrate(engine, revision, down=True)
+
+
+def _migrate(engine: Engine, revision: str, *, down: bool) -> None:
+    config = _alembic_config()
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
             )
         config.attributes["connection"] = connection
-        if revision == "base":
+        if down:
             command.downgrade(config, revision)
         else:
             command.upgrade(config, revision)

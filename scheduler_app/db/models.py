@@ -48,46 +48,59 @@ class Base(DeclarativeBase):
     pass
 
 
-class ReminderStatus(enum.StrEnum):
+class TaskStatus(enum.StrEnum):
     SCHEDULED = "scheduled"
-    SENT = "sent"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
     MISSED = "missed"
 
 
-class Reminder(Base):
-    __tablename__ = "reminders"
+# A task waits for an attempt, or is in one: what "pending" means for limits and recovery.
+OPEN_STATUSES = (TaskStatus.SCHEDULED, TaskStatus.RUNNING)
+
+
+class Task(Base):
+    """One run of a job function at a time, with its arguments: the source of truth.
+
+    The APScheduler job that fires it carries only the job's name and this row's id.
+    """
+
+    __tablename__ = "tasks"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('scheduled', 'sent', 'failed', 'cancelled', 'missed')",
-            name="ck_reminders_status",
+            "status IN ('scheduled', 'running', 'succeeded', 'failed', 'cancelled', 'missed')",
+            name="ck_tasks_status",
         ),
-        Index("ix_reminders_status_remind_at", "status", "remind_at"),
-        Index("ix_reminders_finished_at", "finished_at"),
-        Index("ix_reminders_created_at", "created_at"),
-        # Reminders by recipient and status, for reminders.max_pending_per_address.
-        Index("ix_reminders_address_status", func.lower(text("email")), "status"),
+        Index("ix_tasks_status_run_at", "status", "run_at"),
+        Index("ix_tasks_finished_at", "finished_at"),
+        Index("ix_tasks_created_at", "created_at"),
+        # Open tasks by recipient, for reminders.max_pending_per_address.
+        Index("ix_tasks_recipient_status", func.lower(text("recipient")), "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    email: Mapped[str] = mapped_column(String(320))
-    subject: Mapped[str] = mapped_column(String(200))
-    message: Mapped[str] = mapped_column(Text)
-    remind_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    status: Mapped[str] = mapped_column(String(16), default=ReminderStatus.SCHEDULED)
+    # The registered name of the job function that runs it.
+    job: Mapped[str] = mapped_column(String(100))
+    # The function's arguments as a JSON object (never pickled): read without the code.
+    args: Mapped[str] = mapped_column(Text)
+    run_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.SCHEDULED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # Set when an operator re-queues a failed or missed reminder: the late-delivery window
-    # then counts from here instead of from remind_at.
+    # Set when an operator schedules a failed or missed task again: the late window then counts
+    # from here instead of from run_at.
     requeued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # SHA-256 of the cancel token: a leaked database does not let anyone cancel reminders.
+    # Whom the task's message goes to (a reminder's address), for per-recipient limits.
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    # SHA-256 of the task's own bearer token (a reminder's cancel token): a leaked database
+    # does not let anyone cancel tasks.
     cancel_token_hash: Mapped[str | None] = mapped_column(String(64))
     idempotency_key_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
@@ -125,7 +138,7 @@ class CronJob(Base):
 
 
 class JobRun(Base):
-    """One execution (or missed execution) of a job: a cron job or a reminder delivery."""
+    """One execution (or missed execution) of a job: a cron tick or a task's attempt."""
 
     __tablename__ = "job_runs"
     __table_args__ = (

@@ -29,7 +29,7 @@ from apscheduler.executors.base import BaseExecutor, MaxInstancesReachedError
 from apscheduler.job import Job
 from apscheduler.triggers.date import DateTrigger
 
-from scheduler_app.channels.email import MailBackend
+from scheduler_app.channels import Channel
 from scheduler_app.clock import Clock
 from scheduler_app.db.batch_writer import BatchWriter, Grouped
 from scheduler_app.db.engine import SessionFactory
@@ -72,7 +72,8 @@ class JobContext:
 
     settings: Settings
     sessions: SessionFactory
-    mail: MailBackend
+    # The delivery channels by name (channels.EMAIL ...): jobs never import a transport.
+    channels: Mapping[str, Channel[Any]]
     clock: Clock
     # Short writes that many jobs make at once (delivery bookkeeping) go through here.
     writer: BatchWriter
@@ -104,6 +105,8 @@ class RegisteredJob:
     # no entry of the file runs this job. An entry of the file replaces it (enabled: false
     # switches it off).
     default_entry: Mapping[str, Any] | None = None
+    # For a task job (func is a tasks.runner.TaskJob): the prefix of its tasks' job ids.
+    job_id_prefix: str = "task"
 
 
 def registered_job(name: str, *args: Any, **kwargs: Any) -> NoReturn:

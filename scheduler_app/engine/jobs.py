@@ -7,6 +7,7 @@ tables; it never unpickles a stored job, so a page costs the same with 100 or 1,
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session, aliased
 
 from scheduler_app.api.schemas import JobDetail, JobPublic, JobsPage, LastRun, RunPublic, RunsPage
 from scheduler_app.cron.crontab import describe_crontab
-from scheduler_app.db.models import CronJob, JobRun, Reminder, ReminderStatus
+from scheduler_app.db.models import OPEN_STATUSES, CronJob, JobRun, Task, TaskStatus
 from scheduler_app.db.paging import (
     STRICT,
     TIME_POSITION,
@@ -29,9 +30,10 @@ from scheduler_app.db.paging import (
     encode_cursor,
     time_cursor,
 )
-from scheduler_app.engine.scheduler import JOBS, REMINDER_JOB_PREFIX
+from scheduler_app.engine.scheduler import JOBS, task_job_id
 from scheduler_app.errors import Conflict, NotFound
 from scheduler_app.reminders import service as reminders
+from scheduler_app.reminders.job import REMINDER_JOB, REMINDER_JOB_PREFIX
 
 JobKind = Literal["cron", "reminder"]
 RECENT_RUNS = 10
@@ -56,8 +58,12 @@ _JOBS_POSITION: TypeAdapter[tuple[int, float | None, str]] = TypeAdapter(
 )
 
 
+# The id of a reminder's job: reminder:<reminder id>.
+REMINDER_JOB_ID_PREFIX = task_job_id(REMINDER_JOB_PREFIX, "")
+
+
 def _is_reminder(job_id: str) -> bool:
-    return job_id.startswith(REMINDER_JOB_PREFIX)
+    return job_id.startswith(REMINDER_JOB_ID_PREFIX)
 
 
 @lru_cache(maxsize=1)
@@ -65,7 +71,7 @@ def _listing() -> Select[Any]:
     """Jobs with what a listing shows of them, their last run included: one statement, so that a
     page costs one round trip to the database (a page answered during a burst of deliveries waits
     for the interpreter lock at each one). Built once: building it took longer than running it."""
-    reminder_id = func.substr(JOBS.c.id, len(REMINDER_JOB_PREFIX) + 1)
+    reminder_id = func.substr(JOBS.c.id, len(REMINDER_JOB_ID_PREFIX) + 1)
     # The latest run by scheduled time, found through the (job_id, scheduled_for) index.
     latest_run_id = (
         select(JobRun.id)
@@ -84,16 +90,16 @@ def _listing() -> Select[Any]:
         CronJob.timezone,
         CronJob.description,
         CronJob.source,
-        Reminder.email,
-        Reminder.subject,
-        Reminder.remind_at,
+        Task.recipient,
+        Task.args,
+        Task.run_at,
         last_run.id.label("last_run_id"),
         last_run.outcome.label("last_run_outcome"),
         last_run.scheduled_for.label("last_run_scheduled_for"),
         last_run.finished_at.label("last_run_finished_at"),
     ).select_from(
         JOBS.outerjoin(CronJob, CronJob.id == JOBS.c.id)
-        .outerjoin(Reminder, Reminder.id == reminder_id)
+        .outerjoin(Task, Task.id == reminder_id)
         .outerjoin(last_run, last_run.id == latest_run_id)
     )
 
@@ -113,8 +119,9 @@ def list_jobs(
         or_(
             JOBS.c.id.icontains(q, autoescape=True),
             CronJob.description.icontains(q, autoescape=True),
-            Reminder.email.icontains(q, autoescape=True),
-            Reminder.subject.icontains(q, autoescape=True),
+            Task.recipient.icontains(q, autoescape=True),
+            # The reminder's subject is among its arguments.
+            Task.args.icontains(q, autoescape=True),
         )
         if q
         else None
@@ -153,7 +160,7 @@ def _page_part(kind: JobKind | None, phase: int, after: bool) -> Select[Any]:
     """
     query = _listing()
     if kind == "reminder":
-        query = query.where(JOBS.c.id.startswith(REMINDER_JOB_PREFIX))
+        query = query.where(JOBS.c.id.startswith(REMINDER_JOB_ID_PREFIX))
     elif kind == "cron":
         # The config declares few cron jobs: look them up by key instead of scanning every
         # reminder job for the ones that are not.
@@ -224,7 +231,7 @@ def require_runs_or_job(session: Session, job_id: str) -> None:
     has_job = session.scalar(select(JOBS.c.id).where(JOBS.c.id == job_id)) is not None
     has_runs = session.scalar(select(JobRun.id).where(JobRun.job_id == job_id).limit(1))
     is_reminder = _is_reminder(job_id) and (
-        session.get(Reminder, job_id.removeprefix(REMINDER_JOB_PREFIX)) is not None
+        session.get(Task, job_id.removeprefix(REMINDER_JOB_ID_PREFIX)) is not None
     )
     if not (has_job or has_runs or is_reminder):
         raise NotFound(f"no job or run history with id '{job_id}'")
@@ -265,10 +272,10 @@ def cancel_job(session: Session, scheduler: BaseScheduler, job_id: str, now: dat
                 "or remove it from the file and reload"
             )
         raise NotFound(f"no scheduled job with id '{job_id}'")
-    reminder = session.get(Reminder, job_id.removeprefix(REMINDER_JOB_PREFIX))
-    if reminder is not None and reminder.status == ReminderStatus.CANCELLED:
+    reminder = session.get(Task, job_id.removeprefix(REMINDER_JOB_ID_PREFIX))
+    if reminder is not None and reminder.status == TaskStatus.CANCELLED:
         return  # cancelling again is a no-op: 204 as the first time
-    if reminder is None or reminder.status != ReminderStatus.SCHEDULED:
+    if reminder is None or reminder.status not in OPEN_STATUSES:
         raise NotFound(f"no scheduled job with id '{job_id}'")
     reminders.cancel(session, reminder, now)
     with contextlib.suppress(JobLookupError):
@@ -278,11 +285,12 @@ def cancel_job(session: Session, scheduler: BaseScheduler, job_id: str, now: dat
 def runnable(session: Session, job_id: str) -> tuple[str, Sequence[Any], dict[str, Any]]:
     """What running the job now calls: registry name, args, kwargs."""
     if _is_reminder(job_id):
-        reminder_id = job_id.removeprefix(REMINDER_JOB_PREFIX)
-        reminder = session.get(Reminder, reminder_id)
-        if reminder is None or reminder.status != ReminderStatus.SCHEDULED:
+        reminder_id = job_id.removeprefix(REMINDER_JOB_ID_PREFIX)
+        reminder = session.get(Task, reminder_id)
+        # A running one is refused by the executor as running now (409), not as unknown.
+        if reminder is None or reminder.status not in OPEN_STATUSES:
             raise NotFound(f"no scheduled job with id '{job_id}'")
-        return "deliver_reminder", [reminder_id], {}
+        return REMINDER_JOB, [reminder_id], {}
     row = session.get(CronJob, job_id)
     if row is None:
         raise NotFound(f"no scheduled job with id '{job_id}'")
@@ -318,7 +326,7 @@ def _item(row: Row[Any]) -> JobPublic:
         description,
         source,
         email,
-        subject,
+        args,
         remind_at,
         last_run_id,
         last_run_outcome,
@@ -339,8 +347,10 @@ def _item(row: Row[Any]) -> JobPublic:
         return JobPublic(
             id=job_id,
             kind="reminder",
-            job="deliver_reminder",
-            description=f"Reminder to {email}: {subject}" if email else "Reminder",
+            job=REMINDER_JOB,
+            description=f"Reminder to {email}: {json.loads(args)['subject']}"
+            if email
+            else "Reminder",
             trigger=f"date: {due}",
             schedule_text=f"Once, at {due}",
             next_run_time=next_run,
@@ -363,6 +373,12 @@ def _item(row: Row[Any]) -> JobPublic:
 
 
 @lru_cache(maxsize=256)
+def _reminder_description(email: str | None, args: str | None) -> str:
+    if email is None or args is None:
+        return "Reminder"
+    return f"Reminder to {email}: {json.loads(args)['subject']}"
+
+
 def _describe(expression: str) -> str:
     return describe_crontab(expression)
 

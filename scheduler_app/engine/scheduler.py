@@ -51,7 +51,6 @@ from scheduler_app.settings import Settings
 logger = logging.getLogger(__name__)
 
 JOBS_TABLE = "apscheduler_jobs"
-REMINDER_JOB_PREFIX = "reminder:"
 # After a failed pass over the job store, try again this soon.
 STORE_RETRY_S = 2.0
 # Job ids per query that asks which of them are stored (below SQLite's variable limit).
@@ -330,31 +329,39 @@ def build_scheduler(
     )
 
 
-def reminder_job_id(reminder_id: str) -> str:
-    return f"{REMINDER_JOB_PREFIX}{reminder_id}"
+def task_job_id(prefix: str, task_id: str) -> str:
+    """The id of the job that fires a task: its job's prefix (RegisteredJob.job_id_prefix)
+    and the task's id, e.g. reminder:<id>."""
+    return f"{prefix}:{task_id}"
 
 
-def _reminder_job(reminder_id: str, due: datetime) -> dict[str, Any]:
+def _task_job(job: str, prefix: str, task_id: str, due: datetime) -> dict[str, Any]:
+    job_id = task_job_id(prefix, task_id)
     return {
         "func": registered_job,
         "trigger": DateTrigger(run_date=due),
-        "args": ("deliver_reminder", reminder_id),
-        "id": reminder_job_id(reminder_id),
-        "name": f"reminder {reminder_id}",
+        # The job's name and the task's id: everything else is in the task's row.
+        "args": (job, task_id),
+        "id": job_id,
+        "name": job_id,
         "misfire_grace_time": None,
     }
 
 
-def schedule_reminder_job(scheduler: AsyncIOScheduler, reminder_id: str, due: datetime) -> None:
-    # replace_existing keeps this idempotent: scheduling the same reminder twice keeps one job.
-    scheduler.add_job(**_reminder_job(reminder_id, due), replace_existing=True)
+def schedule_task_job(
+    scheduler: AsyncIOScheduler, job: str, prefix: str, task_id: str, due: datetime
+) -> None:
+    # replace_existing keeps this idempotent: scheduling the same task twice keeps one job.
+    scheduler.add_job(**_task_job(job, prefix, task_id, due), replace_existing=True)
 
 
-def reminder_job_row(reminder_id: str, due: datetime, *, paused: bool = False) -> dict[str, Any]:
-    """The job store row of a reminder's job, exactly as schedule_reminder_job would store it,
-    for writing in the same transaction as the reminder."""
+def task_job_row(
+    job: str, prefix: str, task_id: str, due: datetime, *, paused: bool = False
+) -> dict[str, Any]:
+    """The job store row of a task's job, exactly as schedule_task_job would store it, for
+    writing in the same transaction as the task."""
     next_run_time = None if paused else due
-    own = _reminder_job(reminder_id, due)
+    own = _task_job(job, prefix, task_id, due)
     state = {
         **_template_job_state(),
         **{field: own[field] for field in _OWN_FIELDS},
@@ -367,18 +374,19 @@ def reminder_job_row(reminder_id: str, due: datetime, *, paused: bool = False) -
     }
 
 
-# What sets one reminder's job apart from another's; the rest of its state is the template's.
+# What sets one task's job apart from another's; the rest of its state is the template's.
 _OWN_FIELDS = ("id", "name", "args", "trigger")
 
 
 @functools.cache
 def _template_job_state() -> dict[str, Any]:
     # Building a Job checks its function's signature each time, which made up most of the
-    # time spent on a reminder's write; one Job's state, with each reminder's own fields put
-    # in, is the same state.
+    # time spent on a task's write; one Job's state, with each task's own fields put in, is
+    # the same state.
+    own = _task_job("template", "task", "template", datetime.fromtimestamp(0, UTC))
     job = Job(
         _ZONE_ONLY,  # a Job reads only its scheduler's time zone
-        **{**JOB_DEFAULTS, **_reminder_job("template", datetime.fromtimestamp(0, UTC))},
+        **{**JOB_DEFAULTS, **own},
         kwargs={},
         executor="default",
         next_run_time=None,
@@ -387,9 +395,9 @@ def _template_job_state() -> dict[str, Any]:
     return state
 
 
-def unschedule_reminder_job(scheduler: AsyncIOScheduler, reminder_id: str) -> None:
+def unschedule_task_job(scheduler: AsyncIOScheduler, prefix: str, task_id: str) -> None:
     with contextlib.suppress(JobLookupError):
-        scheduler.remove_job(reminder_job_id(reminder_id))
+        scheduler.remove_job(task_job_id(prefix, task_id))
 
 
 def stored_job_ids(engine: Engine, job_ids: list[str]) -> set[str]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
-from scheduler_app.channels.email import compose_message
+from scheduler_app.channels import EMAIL
+from scheduler_app.channels.email import MailBackend, compose_message
 from scheduler_app.engine.executor import JobContext
 from scheduler_app.maintenance import reports
 
@@ -45,7 +47,7 @@ async def daily_report(ctx: JobContext) -> str:
         )
         # One unreachable recipient must not keep the report from the others.
         try:
-            await ctx.mail.send(message)
+            await cast(MailBackend, ctx.channels[EMAIL]).send(message)
         except Exception as exc:
             logger.warning("daily report %s not delivered to %s: %s", day, recipient, exc)
             failures.append(f"{recipient} ({type(exc).__name__}: {exc})")

@@ -23,9 +23,9 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from scheduler_app.clock import as_utc
-from scheduler_app.db.models import JobRun, Reminder, ReminderStatus, RunOutcome
-from scheduler_app.engine.scheduler import REMINDER_JOB_PREFIX
+from scheduler_app.db.models import JobRun, RunOutcome, Task, TaskStatus
 from scheduler_app.files import private_dir
+from scheduler_app.reminders.job import REMINDER_JOB, REMINDER_JOB_PREFIX
 
 WINDOW = timedelta(hours=24)
 # Column order of the runs table and key order in the JSON file.
@@ -104,25 +104,28 @@ def collect_daily_report(session: Session, end: datetime, zone: ZoneInfo) -> Dai
     def within(column: InstrumentedAttribute[Any]) -> ColumnElement[bool]:
         return (column >= start) & (column < end)
 
-    def finished_as(status: ReminderStatus) -> ColumnElement[bool]:
-        return (Reminder.status == status) & within(Reminder.finished_at)
+    def finished_as(status: TaskStatus) -> ColumnElement[bool]:
+        return (Task.status == status) & within(Task.finished_at)
 
-    sent = (Reminder.status == ReminderStatus.SENT) & within(Reminder.sent_at)
+    # A reminder that succeeded was sent when it finished.
+    sent = finished_as(TaskStatus.SUCCEEDED)
     # COUNT ignores the NULL a CASE without ELSE yields, so each column counts its own condition.
     counts = session.execute(
         select(
-            func.count(case((within(Reminder.created_at), 1))),
+            func.count(case((within(Task.created_at), 1))),
             func.count(case((sent, 1))),
-            func.count(case((finished_as(ReminderStatus.FAILED), 1))),
-            func.count(case((finished_as(ReminderStatus.CANCELLED), 1))),
-            func.count(case((finished_as(ReminderStatus.MISSED), 1))),
+            func.count(case((finished_as(TaskStatus.FAILED), 1))),
+            func.count(case((finished_as(TaskStatus.CANCELLED), 1))),
+            func.count(case((finished_as(TaskStatus.MISSED), 1))),
         ).where(
             # Reads only rows that can count: created_at and finished_at are indexed, and the
             # sent arm is narrowed by the index on status.
-            within(Reminder.created_at) | within(Reminder.finished_at) | sent
+            (Task.job == REMINDER_JOB) & (within(Task.created_at) | within(Task.finished_at) | sent)
         )
     ).one()
-    lag_rows = session.execute(select(Reminder.remind_at, Reminder.sent_at).where(sent))
+    lag_rows = session.execute(
+        select(Task.run_at, Task.finished_at).where(Task.job == REMINDER_JOB, sent)
+    )
     lags = [
         (as_utc(sent_at) - as_utc(remind_at)).total_seconds()
         for remind_at, sent_at in lag_rows
@@ -130,10 +133,11 @@ def collect_daily_report(session: Session, end: datetime, zone: ZoneInfo) -> Dai
     ]
 
     runs: dict[str, dict[str, int]] = {}
-    # Reminder deliveries have one job id per reminder: they count together, under the job's name.
-    job_key = case(
-        (JobRun.job_id.startswith(REMINDER_JOB_PREFIX), JobRun.job), else_=JobRun.job_id
-    ).label("job_key")
+    # Tasks have one job id each: a job's tasks count together, under the job's name.
+    one_per_task = JobRun.job_id.startswith(f"{REMINDER_JOB_PREFIX}:") | JobRun.job_id.startswith(
+        "task:"
+    )
+    job_key = case((one_per_task, JobRun.job), else_=JobRun.job_id).label("job_key")
     run_rows = session.execute(
         select(job_key, JobRun.outcome, func.count())
         .where(within(JobRun.scheduled_for))

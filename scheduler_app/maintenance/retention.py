@@ -31,7 +31,7 @@ from sqlalchemy import ColumnElement, CursorResult, Delete, Update, delete, sele
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from scheduler_app.clock import as_utc
-from scheduler_app.db.models import JobRun, Reminder, ReminderStatus, RunOutcome
+from scheduler_app.db.models import OPEN_STATUSES, JobRun, RunOutcome, Task
 from scheduler_app.settings import RetentionSettings
 
 # Bound parameters per statement: SQLite allows 32766, PostgreSQL 65535, batch_size up to 100000.
@@ -85,14 +85,14 @@ def _batch(
 
 def expire_cancel_tokens(session: Session, cutoff: datetime, limit: int) -> tuple[int, int]:
     """Clear the cancel token hash of up to limit reminders finished before cutoff."""
-    condition = Reminder.cancel_token_hash.is_not(None) & (Reminder.finished_at < cutoff)
+    condition = Task.cancel_token_hash.is_not(None) & (Task.finished_at < cutoff)
     return _batch(
         session,
-        Reminder.id,
+        Task.id,
         condition,
         limit,
         lambda keys: (
-            update(Reminder).where(Reminder.id.in_(keys), condition).values(cancel_token_hash=None)
+            update(Task).where(Task.id.in_(keys), condition).values(cancel_token_hash=None)
         ),
     )
 
@@ -100,31 +100,31 @@ def expire_cancel_tokens(session: Session, cutoff: datetime, limit: int) -> tupl
 def expire_idempotency_keys(session: Session, cutoff: datetime, limit: int) -> tuple[int, int]:
     """Clear the Idempotency-Key hash and fingerprint of up to limit reminders created before
     cutoff."""
-    condition = (
-        Reminder.idempotency_key_hash.is_not(None) | Reminder.request_fingerprint.is_not(None)
-    ) & (Reminder.created_at < cutoff)
+    condition = (Task.idempotency_key_hash.is_not(None) | Task.request_fingerprint.is_not(None)) & (
+        Task.created_at < cutoff
+    )
     return _batch(
         session,
-        Reminder.id,
+        Task.id,
         condition,
         limit,
         lambda keys: (
-            update(Reminder)
-            .where(Reminder.id.in_(keys), condition)
+            update(Task)
+            .where(Task.id.in_(keys), condition)
             .values(idempotency_key_hash=None, request_fingerprint=None)
         ),
     )
 
 
 def delete_finished_reminders(session: Session, cutoff: datetime, limit: int) -> tuple[int, int]:
-    """Delete up to limit reminders finished before cutoff, never a scheduled one."""
-    condition = (Reminder.status != ReminderStatus.SCHEDULED) & (Reminder.finished_at < cutoff)
+    """Delete up to limit reminders finished before cutoff, never a scheduled or running one."""
+    condition = Task.status.not_in(OPEN_STATUSES) & (Task.finished_at < cutoff)
     return _batch(
         session,
-        Reminder.id,
+        Task.id,
         condition,
         limit,
-        lambda keys: delete(Reminder).where(Reminder.id.in_(keys), condition),
+        lambda keys: delete(Task).where(Task.id.in_(keys), condition),
     )
 
 

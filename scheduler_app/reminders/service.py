@@ -1,44 +1,98 @@
-"""Reminder service: accept, authorize, cancel and record the delivery of one-off reminders.
+"""Reminder service: accept, authorize, cancel, list and retry one-off reminder e-mails.
 
-The reminder row is the source of truth; the APScheduler job only carries the reminder id.
+A reminder is a task of the deliver_reminder job (tasks/), its e-mail fields the task's
+arguments; this module keeps the reminders' own rules and their public view (a task that
+succeeded reads "sent", one being attempted "scheduled").
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import json
 import re
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     ARRAY,
     ColumnElement,
     Select,
     String,
-    Table,
     bindparam,
     column,
     func,
     select,
-    update,
 )
 from sqlalchemy.orm import Session
 
 from scheduler_app.api.schemas import ReminderCreate
 from scheduler_app.clock import as_utc
-from scheduler_app.db.batch_writer import Grouped
-from scheduler_app.db.bulk import insert_rows
-from scheduler_app.db.models import Reminder, ReminderStatus
-from scheduler_app.engine.scheduler import JOBS, reminder_job_row
+from scheduler_app.db.batch_writer import BatchWriter, Grouped
+from scheduler_app.db.models import OPEN_STATUSES, Task, TaskStatus
 from scheduler_app.errors import Conflict, Forbidden, InvalidField, NotFound, TooManyRequests
 from scheduler_app.ids import new_id
-from scheduler_app.settings import ReminderSettings
+from scheduler_app.reminders.job import REMINDER_JOB, REMINDER_JOB_PREFIX
+from scheduler_app.security import hash_token
+from scheduler_app.settings import ReminderSettings, Settings
+from scheduler_app.tasks import store
 
-MAX_ERROR_LENGTH = 2000
+
+class ReminderStatus(enum.StrEnum):
+    """A reminder's status as its API shows it."""
+
+    SCHEDULED = "scheduled"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    MISSED = "missed"
+
+
+# How each task status reads as a reminder's, and the task statuses behind each.
+PUBLIC_STATUS: Mapping[str, ReminderStatus] = {
+    TaskStatus.SCHEDULED: ReminderStatus.SCHEDULED,
+    TaskStatus.RUNNING: ReminderStatus.SCHEDULED,
+    TaskStatus.SUCCEEDED: ReminderStatus.SENT,
+    TaskStatus.FAILED: ReminderStatus.FAILED,
+    TaskStatus.CANCELLED: ReminderStatus.CANCELLED,
+    TaskStatus.MISSED: ReminderStatus.MISSED,
+}
+TASK_STATUSES: Mapping[ReminderStatus, tuple[TaskStatus, ...]] = {
+    public: tuple(TaskStatus(task) for task, shown in PUBLIC_STATUS.items() if shown == public)
+    for public in ReminderStatus
+}
+
+
+def public_fields(
+    row: Mapping[str, Any], args: Mapping[str, Any] | None = None, *, updated: bool = False
+) -> dict[str, Any]:
+    """A reminder as its API shows it, from its task's row (column name to value); with
+    updated, also when it last changed (the position of a page of reminders)."""
+    if args is None:
+        args = json.loads(row["args"])
+    status = PUBLIC_STATUS[row["status"]]
+    return {
+        "id": row["id"],
+        "email": args["email"],
+        "subject": args["subject"],
+        "remind_at": row["run_at"],
+        "status": status,
+        "attempts": row["attempts"],
+        "last_error": row["last_error"],
+        "created_at": row["created_at"],
+        "sent_at": row["finished_at"] if status == ReminderStatus.SENT else None,
+        "finished_at": row["finished_at"],
+        "next_attempt_at": row["next_attempt_at"],
+        **({"updated_at": row["updated_at"]} if updated else {}),
+    }
+
+
+def task_fields(task: Task) -> dict[str, Any]:
+    return {name: getattr(task, name) for name in store.COLUMNS}
 
 
 @dataclass(frozen=True)
@@ -52,14 +106,15 @@ class Subscription:
     row: dict[str, Any]
     cancel_token: str
     replayed: bool
+    # The reminder's e-mail fields (the task's arguments), when the caller has them at hand.
+    args: dict[str, Any] | None = None
 
     @property
     def reminder_id(self) -> str:
         return str(self.row["id"])
 
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    def public(self) -> dict[str, Any]:
+        return public_fields(self.row, self.args)
 
 
 def _cancel_token(reminder_id: str, idempotency_key: str | None, secret_key: bytes) -> str:
@@ -140,9 +195,9 @@ def subscribe_all(session: Session, requests: list[SubscribeRequest]) -> list[Su
         if item.idempotency_key is not None:
             subscriptions.append(_subscribe_keyed(session, item, item.idempotency_key, pending))
             continue
-        row, token = _new_row(item, pending)
+        row, token, args = _new_row(item, pending)
         new_rows.append(row)
-        subscriptions.append(Subscription(row, token, replayed=False))
+        subscriptions.append(Subscription(row, token, replayed=False, args=args))
     _insert(session, new_rows)
     return subscriptions
 
@@ -190,12 +245,13 @@ def _pending_listed(
     POST /subscribe's rate by a third. Joined, each address is looked up in the index on
     (lower(email), status): 0.01 ms.
     """
+    # Each address twice, once per open status: scheduled, or in an attempt now.
+    pairs = [(address, status.value) for address in sorted(addresses) for status in OPEN_STATUSES]
     if dialect == "postgresql":
-        ordered = sorted(addresses)
-        statuses = [ReminderStatus.SCHEDULED.value] * len(ordered)
+        ordered, statuses = [a for a, _ in pairs], [s for _, s in pairs]
         return _PENDING_UNNESTED, {"addresses": ordered, "statuses": statuses}
-    listed = json.dumps(dict.fromkeys(sorted(addresses), ReminderStatus.SCHEDULED.value))
-    return _PENDING_JSON_EACH, {"listed": listed}
+    # As a JSON array of [address, status] pairs: an object would keep one status per address.
+    return _PENDING_JSON_EACH, {"listed": json.dumps(pairs)}
 
 
 def _pending_joined(
@@ -205,10 +261,11 @@ def _pending_joined(
         select(
             address.label("address"),
             func.count().label("pending"),
-            func.min(Reminder.remind_at).label("earliest"),
+            func.min(Task.run_at).label("earliest"),
         )
         .select_from(listed)
-        .join(Reminder, (func.lower(Reminder.email) == address) & (Reminder.status == status))
+        .join(Task, (func.lower(Task.recipient) == address) & (Task.status == status))
+        .where(Task.job == REMINDER_JOB)
         .group_by(address)
     )
 
@@ -224,11 +281,11 @@ _PENDING_UNNESTED = _pending_joined(
     _ADDRESSES_UNNESTED.c.address, _ADDRESSES_UNNESTED.c.status, _ADDRESSES_UNNESTED
 )
 _ADDRESSES_JSON_EACH = func.json_each(bindparam("listed", type_=String)).table_valued(
-    column("key", String), column("value", String)
+    column("value", String)
 )
-_PENDING_JSON_EACH = _pending_joined(
-    _ADDRESSES_JSON_EACH.c.key, _ADDRESSES_JSON_EACH.c.value, _ADDRESSES_JSON_EACH
-)
+_PAIR_ADDRESS = func.json_extract(_ADDRESSES_JSON_EACH.c.value, "$[0]")
+_PAIR_STATUS = func.json_extract(_ADDRESSES_JSON_EACH.c.value, "$[1]")
+_PENDING_JSON_EACH = _pending_joined(_PAIR_ADDRESS, _PAIR_STATUS, _ADDRESSES_JSON_EACH)
 
 
 def _subscribe_keyed(
@@ -241,9 +298,9 @@ def _subscribe_keyed(
     existing = _replay(session, key_hash, fingerprint, key, item.secret_key)
     if existing is not None:
         return existing
-    row, token = _new_row(item, pending, key_hash, fingerprint)
-    if _insert_keyed(session, row):
-        return Subscription(row, token, replayed=False)
+    row, token, args = _new_row(item, pending, key_hash, fingerprint)
+    if _insert(session, [row], keyed=True):
+        return Subscription(row, token, replayed=False, args=args)
     # Another process stored it since the check: its insert committed while this one waited on
     # the key's unique index, so reading again finds it.
     winner = _replay(session, key_hash, fingerprint, key, item.secret_key)
@@ -257,60 +314,34 @@ def _new_row(
     pending: _PendingByAddress,
     key_hash: str | None = None,
     fingerprint: str | None = None,
-) -> tuple[dict[str, Any], str]:
-    """A new reminder's row and its cancel token."""
+) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """A new reminder's task row, its cancel token and its e-mail fields."""
     if isinstance(item.due, InvalidField):
         raise item.due
     pending.add(item.request.email, item.due, item.now, item.limits.max_pending_per_address)
     reminder_id = new_id()
     token = _cancel_token(reminder_id, item.idempotency_key, item.secret_key)
-    row = {
-        **_EMPTY_ROW,
-        "id": reminder_id,
+    args = {
         "email": item.request.email,
         "subject": item.request.subject or item.limits.default_subject,
         "message": item.request.message or "",
-        "remind_at": item.due,
-        "status": ReminderStatus.SCHEDULED,
-        "attempts": 0,
-        "created_at": item.now,
-        "updated_at": item.now,
-        "cancel_token_hash": hash_token(token),
-        "idempotency_key_hash": key_hash,
-        "request_fingerprint": fingerprint,
     }
-    return row, token
+    row = store.new_row(
+        reminder_id,
+        REMINDER_JOB,
+        args,
+        item.due,
+        item.now,
+        recipient=item.request.email,
+        cancel_token_hash=hash_token(token),
+        idempotency_key_hash=key_hash,
+        request_fingerprint=fingerprint,
+    )
+    return row, token, args
 
 
-_REMINDERS = cast(Table, Reminder.__table__)
-_COLUMNS = tuple(_REMINDERS.columns.keys())
-_EMPTY_ROW: dict[str, Any] = dict.fromkeys(_COLUMNS)
-_JOB_COLUMNS = ("id", "next_run_time", "job_state")
-
-
-def _insert(session: Session, new_rows: list[dict[str, Any]]) -> None:
-    if not new_rows:
-        return
-    values = [tuple(row[column] for column in _COLUMNS) for row in new_rows]
-    insert_rows(session, _REMINDERS, _COLUMNS, values)
-    # In the same transaction: a reminder is never stored without its job, nor the reverse.
-    jobs = [reminder_job_row(row["id"], row["remind_at"]) for row in new_rows]
-    insert_rows(session, JOBS, _JOB_COLUMNS, [tuple(job[c] for c in _JOB_COLUMNS) for job in jobs])
-
-
-def _insert_keyed(session: Session, row: dict[str, Any]) -> bool:
-    """Insert a reminder that has an Idempotency-Key, with its job, unless a reminder with the
-    same key is stored already; whether it was inserted.
-
-    The key's unique index arbitrates between processes. Skipping the row (instead of an
-    IntegrityError) keeps the transaction, and so the other steps of the batch, going.
-    """
-    values = [tuple(row[column] for column in _COLUMNS)]
-    if not insert_rows(session, _REMINDERS, _COLUMNS, values, unless_taken="idempotency_key_hash"):
-        return False
-    job = reminder_job_row(row["id"], row["remind_at"])
-    insert_rows(session, JOBS, _JOB_COLUMNS, [tuple(job[c] for c in _JOB_COLUMNS)])
-    return True
+def _insert(session: Session, new_rows: list[dict[str, Any]], *, keyed: bool = False) -> bool:
+    return store.insert_with_jobs(session, new_rows, REMINDER_JOB_PREFIX, unless_taken=keyed)
 
 
 SUBSCRIBE = Grouped("subscribe", subscribe_all)
@@ -319,31 +350,30 @@ SUBSCRIBE = Grouped("subscribe", subscribe_all)
 def _replay(
     session: Session, key_hash: str, fingerprint: str, idempotency_key: str, secret_key: bytes
 ) -> Subscription | None:
-    reminder = session.scalar(select(Reminder).where(Reminder.idempotency_key_hash == key_hash))
-    if reminder is None:
+    task = session.scalar(select(Task).where(Task.idempotency_key_hash == key_hash))
+    if task is None:
         return None
-    if reminder.request_fingerprint != fingerprint:
+    if task.request_fingerprint != fingerprint:
         raise InvalidField(
             ("header", "Idempotency-Key"),
             "was already used for a different request; use a new key for a new reminder",
         )
-    row = {column: getattr(reminder, column) for column in _COLUMNS}
-    token = _cancel_token(reminder.id, idempotency_key, secret_key)
-    legacy = _legacy_cancel_token(reminder.id, idempotency_key)
-    if reminder.cancel_token_hash == hash_token(legacy):
+    token = _cancel_token(task.id, idempotency_key, secret_key)
+    legacy = _legacy_cancel_token(task.id, idempotency_key)
+    if task.cancel_token_hash == hash_token(legacy):
         token = legacy
-    return Subscription(row, token, replayed=True)
+    return Subscription(task_fields(task), token, replayed=True)
 
 
-def get_reminder(session: Session, reminder_id: str) -> Reminder:
-    reminder = session.get(Reminder, reminder_id)
-    if reminder is None:
+def get_reminder(session: Session, reminder_id: str) -> Task:
+    task = session.get(Task, reminder_id)
+    if task is None or task.job != REMINDER_JOB:
         raise NotFound(f"no reminder with id '{reminder_id}'")
-    return reminder
+    return task
 
 
 def authorize(
-    reminder: Reminder, token: str, admin_token: str, *, now: datetime, token_ttl: timedelta
+    reminder: Task, token: str, admin_token: str, *, now: datetime, token_ttl: timedelta
 ) -> bool:
     """Allow the admin token (True), or the reminder's own cancel token until token_ttl after
     it ended (False)."""
@@ -372,48 +402,27 @@ def public_error(error: str | None) -> str | None:
     return None if error is None else _ERROR_DETAIL.sub(r"\1", error)
 
 
-def cancel(session: Session, reminder: Reminder, now: datetime) -> None:
+def cancel(session: Session, reminder: Task, now: datetime) -> None:
     """Cancel a scheduled reminder; again is a no-op; a finished one raises Conflict."""
-    if reminder.status != ReminderStatus.CANCELLED:
-        finish(session, reminder.id, ReminderStatus.CANCELLED, now)
+    if reminder.status != TaskStatus.CANCELLED:
+        store.finish(session, reminder.id, TaskStatus.CANCELLED, now)
         session.commit()
         session.refresh(reminder)
-    if reminder.status != ReminderStatus.CANCELLED:
+    if reminder.status != TaskStatus.CANCELLED:
         raise Conflict(
-            f"reminder '{reminder.id}' is already {reminder.status}; "
+            f"reminder '{reminder.id}' is already {PUBLIC_STATUS[reminder.status]}; "
             "only a scheduled reminder can be cancelled"
         )
 
 
-def reminders_due_by(session: Session, horizon: datetime) -> list[tuple[str, datetime]]:
-    """Every reminder still waiting for delivery that falls due by `horizon`, with the time of
-    its next attempt (its due time, or the retry after a failed attempt)."""
-    rows = session.execute(
-        select(Reminder.id, Reminder.remind_at, Reminder.next_attempt_at).where(
-            Reminder.status == ReminderStatus.SCHEDULED, Reminder.remind_at <= horizon
-        )
-    )
-    return [(row.id, as_utc(row.next_attempt_at or row.remind_at)) for row in rows]
-
-
-def requeue(session: Session, reminder: Reminder, now: datetime) -> None:
+def requeue(session: Session, reminder: Task, now: datetime) -> None:
     """Schedule a failed or missed reminder again, with a fresh set of attempts."""
-    if reminder.status not in (ReminderStatus.FAILED, ReminderStatus.MISSED):
+    if reminder.status not in (TaskStatus.FAILED, TaskStatus.MISSED):
         raise Conflict(
-            f"reminder '{reminder.id}' is {reminder.status}; only failed or missed ones are retried"
+            f"reminder '{reminder.id}' is {PUBLIC_STATUS[reminder.status]}; "
+            "only failed or missed ones are retried"
         )
-    session.execute(
-        update(Reminder)
-        .where(Reminder.id == reminder.id, Reminder.status == reminder.status)
-        .values(
-            status=ReminderStatus.SCHEDULED,
-            attempts=0,
-            requeued_at=now,
-            next_attempt_at=now,
-            finished_at=None,
-            updated_at=now,
-        )
-    )
+    store.requeue(session, reminder, now)
     session.commit()
     session.refresh(reminder)
 
@@ -428,45 +437,121 @@ def find_reminders(
     finished_before: datetime | None = None,
     limit: int,
     before: tuple[datetime, str] | None = None,
-) -> list[Reminder]:
+) -> list[Task]:
     """Reminders matching the filters, most recently changed first."""
-    query = select(Reminder)
+    query = select(Task).where(Task.job == REMINDER_JOB)
     if status is not None:
-        query = query.where(Reminder.status == status)
+        query = query.where(Task.status.in_(TASK_STATUSES[status]))
     if email is not None:
-        query = query.where(Reminder.email == email)
+        query = query.where(Task.recipient == email)
     if error_contains:
-        query = query.where(Reminder.last_error.icontains(error_contains, autoescape=True))
+        query = query.where(Task.last_error.icontains(error_contains, autoescape=True))
     if finished_after is not None:
-        query = query.where(Reminder.finished_at >= finished_after)
+        query = query.where(Task.finished_at >= finished_after)
     if finished_before is not None:
-        query = query.where(Reminder.finished_at < finished_before)
+        query = query.where(Task.finished_at < finished_before)
     if before is not None:
         at, reminder_id = before
         query = query.where(
-            (Reminder.updated_at < at) | ((Reminder.updated_at == at) & (Reminder.id < reminder_id))
+            (Task.updated_at < at) | ((Task.updated_at == at) & (Task.id < reminder_id))
         )
-    query = query.order_by(Reminder.updated_at.desc(), Reminder.id.desc()).limit(limit)
+    query = query.order_by(Task.updated_at.desc(), Task.id.desc()).limit(limit)
     return list(session.scalars(query))
 
 
-def finish(
-    session: Session,
-    reminder_id: str,
-    status: ReminderStatus,
-    now: datetime,
-    error: str | None = None,
-) -> bool:
-    """Move a scheduled reminder to a final status; False if it was no longer scheduled.
+@dataclass(frozen=True)
+class Reminders:
+    """The reminder operations the API offers, each one call that owns its transaction and
+    keeps the reminder's job in step with its row."""
 
-    The caller commits.
-    """
-    values: dict[str, object] = {"status": status, "finished_at": now, "updated_at": now}
-    if error is not None:
-        values["last_error"] = error[:MAX_ERROR_LENGTH]
-    result = session.execute(
-        update(Reminder)
-        .where(Reminder.id == reminder_id, Reminder.status == ReminderStatus.SCHEDULED)
-        .values(**values)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    settings: Settings
+    clock: Callable[[], datetime]
+    sessions: Callable[[], Session]
+    writer: BatchWriter
+    admin_token: str = field(repr=False)
+    secret_key: bytes = field(repr=False)
+    # The scheduler's side: give a reminder's job (again), remove it, wake up by a due time.
+    schedule: Callable[[str, datetime], None]
+    unschedule: Callable[[str], None]
+    wake_by: Callable[[datetime], None]
+
+    async def subscribe(self, body: ReminderCreate, idempotency_key: str | None) -> Subscription:
+        """Store a reminder with its job (or find the one this Idempotency-Key made)."""
+        now = self.clock()
+        limits: ReminderSettings = self.settings.reminders
+        try:
+            due: datetime | InvalidField = resolve_due_time(body, now, limits)
+        except InvalidField as problem:
+            if idempotency_key is None:
+                raise
+            due = problem  # unless the key replays an earlier request
+        # Written with the requests and attempts of the same moment in one transaction.
+        item = SubscribeRequest(body, now, due, limits, idempotency_key, self.secret_key)
+        subscription: Subscription = await self.writer.run_grouped(SUBSCRIBE, item)
+        if not subscription.replayed:
+            self.wake_by(subscription.row["run_at"])
+        return subscription
+
+    def show(self, reminder_id: str, token: str) -> tuple[dict[str, Any], bool]:
+        """The reminder's public fields, and whether the token was the admin token."""
+        with self.sessions() as session:
+            reminder = get_reminder(session, reminder_id)
+            return public_fields(task_fields(reminder)), self._authorize(reminder, token)
+
+    def cancel(self, reminder_id: str, token: str) -> tuple[dict[str, Any], bool]:
+        with self.sessions() as session:
+            reminder = get_reminder(session, reminder_id)
+            admin = self._authorize(reminder, token)
+            cancel(session, reminder, self.clock())
+            self.unschedule(reminder.id)
+            return public_fields(task_fields(reminder)), admin
+
+    def find(
+        self,
+        status: ReminderStatus | None,
+        email: str | None,
+        limit: int,
+        before: tuple[datetime, str] | None,
+    ) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            found = find_reminders(session, status=status, email=email, limit=limit, before=before)
+            return [public_fields(task_fields(task), updated=True) for task in found]
+
+    def retry(self, reminder_id: str) -> dict[str, Any]:
+        """Schedule a failed or missed reminder again, now."""
+        with self.sessions() as session:
+            reminder = get_reminder(session, reminder_id)
+            self._requeue(session, reminder)
+            return public_fields(task_fields(reminder))
+
+    def retry_matching(
+        self,
+        status: ReminderStatus,
+        email: str | None,
+        error_contains: str | None,
+        finished_after: datetime | None,
+        finished_before: datetime | None,
+        limit: int,
+    ) -> list[str]:
+        with self.sessions() as session:
+            matching = find_reminders(
+                session,
+                status=status,
+                email=email,
+                error_contains=error_contains,
+                finished_after=finished_after,
+                finished_before=finished_before,
+                limit=limit,
+            )
+            for reminder in matching:
+                self._requeue(session, reminder)
+            return [reminder.id for reminder in matching]
+
+    def _requeue(self, session: Session, reminder: Task) -> None:
+        now = self.clock()
+        requeue(session, reminder, now)
+        self.schedule(reminder.id, now)
+
+    def _authorize(self, reminder: Task, token: str) -> bool:
+        ttl = timedelta(days=self.settings.retention.cancel_token_days)
+        return authorize(reminder, token, self.admin_token, now=self.clock(), token_ttl=ttl)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import column, create_engine, delete, table, update
 
-from scheduler_app.db.models import Reminder
+from scheduler_app.db.models import Task
 from tests.acceptance.conftest import ServiceFactory
 from tests.acceptance.service import Service, smtp_environment
 from tests.support import SmtpSink, outbox_messages, reminder_ids
@@ -128,9 +128,9 @@ def test_reminders_whose_job_vanished_mid_delivery_are_recovered_on_start(
                 delete(jobs).where(jobs.c.id.in_([f"reminder:{rid}" for rid in ids]))
             ).rowcount
             overdue = connection.execute(
-                update(Reminder)
-                .where(Reminder.id.in_(ids))
-                .values(remind_at=datetime.now(UTC) - timedelta(seconds=60))
+                update(Task)
+                .where(Task.id.in_(ids))
+                .values(run_at=datetime.now(UTC) - timedelta(seconds=60))
             ).rowcount
     finally:
         engine.dispose()

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from scheduler_app.db.models import Reminder
+from scheduler_app.db.models import Task
 from tests.acceptance.service import Service, service_environment
 
 # Before the fix about one round in three ended in a 500 on either database; 40 rounds take
@@ -85,7 +85,7 @@ def test_the_same_key_at_once_on_two_processes_creates_one_reminder(
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
-            stored = connection.scalar(select(func.count()).select_from(Reminder))
+            stored = connection.scalar(select(func.count()).select_from(Task))
     finally:
         engine.dispose()
     assert stored == ROUNDS

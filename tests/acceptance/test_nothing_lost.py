@@ -14,7 +14,8 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, select
 
-from scheduler_app.db.models import Reminder
+from scheduler_app.db.models import Task
+from scheduler_app.reminders.service import PUBLIC_STATUS
 from tests.acceptance.conftest import ServiceFactory
 from tests.acceptance.service import Service, smtp_environment
 from tests.support import SmtpSink, reminder_ids, running_smtp_sink
@@ -81,12 +82,13 @@ def subscribe_burst(service: Service, count: int, prefix: str) -> list[str]:
 
 
 def stored_reminders(database_url: str) -> dict[str, tuple[str, int]]:
-    """(status, attempts) of every reminder, read from the database while no service runs."""
+    """(status, attempts) of every reminder as its API names the status, read from the database
+    while no service runs."""
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(select(Reminder.id, Reminder.status, Reminder.attempts))
-            return {row.id: (str(row.status), row.attempts) for row in rows}
+            rows = connection.execute(select(Task.id, Task.status, Task.attempts))
+            return {row.id: (str(PUBLIC_STATUS[row.status]), row.attempts) for row in rows}
     finally:
         engine.dispose()
 

@@ -193,7 +193,7 @@ def stored_emails(database_url: str) -> list[str]:
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
-            return list(connection.execute(text("SELECT email FROM reminders")).scalars())
+            return list(connection.execute(text("SELECT recipient FROM tasks")).scalars())
     finally:
         engine.dispose()
 

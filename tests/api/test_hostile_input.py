@@ -128,8 +128,9 @@ def stored_reminders(database_url: str) -> dict[str, tuple[str, str, str]]:
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(text("SELECT id, email, subject, message FROM reminders"))
-            return {row.id: (row.email, row.subject, row.message) for row in rows}
+            rows = connection.execute(text("SELECT id, args FROM tasks"))
+            stored = {row.id: json.loads(row.args) for row in rows}
+            return {rid: (a["email"], a["subject"], a["message"]) for rid, a in stored.items()}
     finally:
         engine.dispose()
 

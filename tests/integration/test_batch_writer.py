@@ -28,7 +28,7 @@ from scheduler_app.db.batch_writer import (
 )
 from scheduler_app.db.engine import create_db_engine, create_session_factory
 from scheduler_app.db.migrate import upgrade_database
-from scheduler_app.db.models import JobRun, Reminder, RunOutcome
+from scheduler_app.db.models import JobRun, RunOutcome, Task
 from scheduler_app.engine import runs
 from scheduler_app.engine.scheduler import JOBS, JOBS_TABLE, QuarantiningJobStore
 from scheduler_app.reminders import service as reminders
@@ -260,7 +260,7 @@ def test_concurrent_requests_with_one_idempotency_key_create_one_reminder(
     assert [s.replayed for s in keyed].count(False) == 1
     assert len({s.cancel_token for s in keyed}) == 1
     with Session(engine) as session:
-        stored = set(session.scalars(select(Reminder.id)))
+        stored = set(session.scalars(select(Task.id)))
         jobs = set(session.scalars(select(JOBS.c.id)))
     assert stored == {s.reminder_id for s in subscriptions}
     assert len(stored) == 6

@@ -11,12 +11,12 @@ from sqlalchemy.orm import Session
 
 from scheduler_app.db import bulk
 from scheduler_app.db.bulk import insert_rows, update_rows
-from scheduler_app.db.models import JobRun, Reminder, ReminderStatus, RunOutcome
+from scheduler_app.db.models import JobRun, RunOutcome, Task, TaskStatus
 from tests.support import sent_statements
 
 NOW = datetime(2026, 11, 21, 9, 0, 0, 123456, tzinfo=UTC)
 RUNS = cast(Table, JobRun.__table__)
-REMINDERS = cast(Table, Reminder.__table__)
+TASKS = cast(Table, Task.__table__)
 STARTED = ("id", "job_id", "job", "scheduled_for", "started_at", "outcome", "manual")
 
 
@@ -92,13 +92,12 @@ def test_update_sets_each_row_its_values_and_leaves_the_others(engine: Engine) -
 def test_constants_and_columns_of_nulls_keep_their_column_types(engine: Engine) -> None:
     with Session(engine) as session:
         session.add_all(
-            Reminder(
+            Task(
                 id=f"r{n}",
-                email="ada@example.com",
-                subject="s",
-                message="m",
-                remind_at=NOW,
-                status=ReminderStatus.SCHEDULED,
+                job="some_job",
+                args="{}",
+                run_at=NOW,
+                status=TaskStatus.SCHEDULED,
                 attempts=1,
                 created_at=NOW,
                 updated_at=NOW,
@@ -111,19 +110,19 @@ def test_constants_and_columns_of_nulls_keep_their_column_types(engine: Engine) 
     with Session(engine) as session:
         update_rows(
             session,
-            REMINDERS,
+            TASKS,
             "id",
-            ("sent_at", "finished_at", "last_error"),
+            ("requeued_at", "finished_at", "last_error"),
             [("r0", None, NOW, None), ("r1", None, None, None)],
-            constants={"status": ReminderStatus.SENT, "next_attempt_at": None},
+            constants={"status": TaskStatus.SUCCEEDED, "next_attempt_at": None},
         )
         session.commit()
 
     with Session(engine) as session:
-        loaded = session.scalars(select(Reminder).order_by(Reminder.id)).all()
+        loaded = session.scalars(select(Task).order_by(Task.id)).all()
     assert [
-        (r.status, r.sent_at, r.finished_at, r.last_error, r.next_attempt_at) for r in loaded
-    ] == [("sent", None, NOW, None, None), ("sent", None, None, None, None)]
+        (r.status, r.requeued_at, r.finished_at, r.last_error, r.next_attempt_at) for r in loaded
+    ] == [("succeeded", None, NOW, None, None), ("succeeded", None, None, None, None)]
 
 
 def test_delete_removes_only_the_rows_that_match_every_column(engine: Engine) -> None:

@@ -14,7 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
-from scheduler_app.db.models import Reminder, ReminderStatus
+from scheduler_app.db.models import Task, TaskStatus
 from scheduler_app.engine import scheduler
 from scheduler_app.tasks import attempts as delivery
 from tests.support import seed_reminder_jobs, sent_statements
@@ -52,21 +52,21 @@ def test_counting_a_batch_of_attempts_looks_up_each_reminder_by_id(
     ids = [job.removeprefix("reminder:") for job in seed_reminder_jobs(database_url, [now] * BURST)]
     sent = sent_statements(engine)
     with Session(engine) as session:
-        starts = [delivery.DeliveryStart(reminder_id, now, WINDOW) for reminder_id in ids[:BATCH]]
-        assert [outcome for outcome, _ in delivery.start_deliveries(session, starts)] == [
-            "send"
+        starts = [delivery.AttemptStart(reminder_id, now, WINDOW) for reminder_id in ids[:BATCH]]
+        assert [outcome for outcome, _ in delivery.start_attempts(session, starts)] == [
+            "run"
         ] * BATCH
         session.rollback()
 
     [update_sent] = [statement for statement in sent if statement.text.startswith("UPDATE")]
     plan = plan_of(engine, update_sent.text, update_sent.parameters)
     # Not from the status index: that reads every scheduled reminder, the whole burst, per batch.
-    assert "ix_reminders_status_remind_at" not in plan, plan
+    assert "ix_tasks_status_run_at" not in plan, plan
     if engine.dialect.name == "sqlite":
-        assert "SEARCH reminders USING INDEX sqlite_autoindex_reminders_1 (id=?)" in plan, plan
+        assert "SEARCH tasks USING INDEX sqlite_autoindex_tasks_1 (id=?)" in plan, plan
     else:
-        assert "reminders_pkey" in plan, plan
-        assert "Seq Scan on reminders" not in plan, plan
+        assert "tasks_pkey" in plan, plan
+        assert "Seq Scan on tasks" not in plan, plan
 
 
 def test_removing_a_pass_of_submitted_jobs_looks_up_each_job_by_id(
@@ -115,33 +115,31 @@ def test_a_batch_decides_for_each_reminder_what_starting_it_alone_would(
     )
     with Session(engine) as session:
         session.execute(
-            update(Reminder).where(Reminder.id == cancelled).values(status=ReminderStatus.CANCELLED)
+            update(Task).where(Task.id == cancelled).values(status=TaskStatus.CANCELLED)
         )
         # Re-queued by an operator: the window counts from then, not from its due time.
-        session.execute(update(Reminder).where(Reminder.id == requeued).values(requeued_at=now))
+        session.execute(update(Task).where(Task.id == requeued).values(requeued_at=now))
         session.commit()
 
     with Session(engine) as session:
         starts = [
-            delivery.DeliveryStart(reminder_id, now, WINDOW)
+            delivery.AttemptStart(reminder_id, now, WINDOW)
             for reminder_id in (due, cancelled, late, requeued)
         ]
-        outcomes = delivery.start_deliveries(session, starts)
+        outcomes = delivery.start_attempts(session, starts)
         session.commit()
 
-    assert [outcome for outcome, _ in outcomes] == ["send", "skipped", "missed", "send"]
-    assert [attempt.reminder_id for _, attempt in outcomes if attempt] == [due, requeued]
+    assert [outcome for outcome, _ in outcomes] == ["run", "skipped", "missed", "run"]
+    assert [attempt.id for _, attempt in outcomes if attempt] == [due, requeued]
     assert {attempt.attempts for _, attempt in outcomes if attempt} == {1}
     with Session(engine) as session:
         stored = {
             reminder.id: reminder
-            for reminder in session.query(Reminder).where(
-                Reminder.id.in_([due, cancelled, late, requeued])
-            )
+            for reminder in session.query(Task).where(Task.id.in_([due, cancelled, late, requeued]))
         }
     assert stored[due].attempts == stored[requeued].attempts == 1
     assert stored[due].last_attempt_at == now
     assert stored[cancelled].attempts == 0
-    assert stored[cancelled].status == ReminderStatus.CANCELLED
-    assert stored[late].status == ReminderStatus.MISSED
+    assert stored[cancelled].status == TaskStatus.CANCELLED
+    assert stored[late].status == TaskStatus.MISSED
     assert stored[late].attempts == 0

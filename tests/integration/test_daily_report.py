@@ -14,10 +14,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine
 
+from scheduler_app.channels import EMAIL
 from scheduler_app.channels.email.outbox import OutboxBackend
 from scheduler_app.db.batch_writer import BatchWriter
 from scheduler_app.db.engine import create_session_factory
-from scheduler_app.db.models import JobRun, Reminder
+from scheduler_app.db.models import JobRun, Task
 from scheduler_app.engine.executor import JobContext
 from scheduler_app.maintenance.daily_report import daily_report
 from scheduler_app.maintenance.reports import (
@@ -31,7 +32,7 @@ from scheduler_app.maintenance.reports import (
     write_atomically,
 )
 from scheduler_app.settings import Settings
-from tests.support import make_settings, outbox_messages
+from tests.support import make_settings, outbox_messages, reminder_task
 
 # The report's window is [START, END).
 END = datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
@@ -160,7 +161,7 @@ def context(settings: Settings, engine: Engine, now: datetime = END) -> JobConte
     return JobContext(
         settings=settings,
         sessions=create_session_factory(engine),
-        mail=OutboxBackend(settings.mail.outbox_dir),
+        channels={EMAIL: OutboxBackend(settings.mail.outbox_dir)},
         clock=lambda: now,
         writer=BatchWriter(create_session_factory(engine)),
     )
@@ -173,12 +174,9 @@ def reminder(
     remind_at: datetime | None = None,
     sent_at: datetime | None = None,
     finished_at: datetime | None = None,
-) -> Reminder:
-    return Reminder(
+) -> Task:
+    return reminder_task(
         id=str(uuid.uuid4()),
-        email="ada@example.com",
-        subject="Reminder",
-        message="",
         remind_at=remind_at or created_at + timedelta(hours=1),
         status=status,
         attempts=1 if status in {"sent", "failed"} else 0,
@@ -189,12 +187,12 @@ def reminder(
     )
 
 
-def sent(remind_at: datetime, lag_s: float) -> Reminder:
+def sent(remind_at: datetime, lag_s: float) -> Task:
     at = remind_at + timedelta(seconds=lag_s)
     return reminder("sent", remind_at=remind_at, sent_at=at, finished_at=at)
 
 
-def ended(status: str, finished_at: datetime) -> Reminder:
+def ended(status: str, finished_at: datetime) -> Task:
     return reminder(status, finished_at=finished_at)
 
 
@@ -212,7 +210,7 @@ def run(job_id: str, outcome: str, scheduled_for: datetime) -> JobRun:
     )
 
 
-def store(engine: Engine, *rows: Reminder | JobRun) -> None:
+def store(engine: Engine, *rows: Task | JobRun) -> None:
     with create_session_factory(engine)() as session:
         session.add_all(rows)
         session.commit()

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import inspect
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, inspect, select, text
 
-from scheduler_app.db.engine import create_db_engine
-from scheduler_app.db.migrate import current_revision, head_revision, upgrade_database
+from scheduler_app.app import create_app
+from scheduler_app.db.engine import create_db_engine, create_session_factory
+from scheduler_app.db.migrate import (
+    current_revision,
+    downgrade_database,
+    head_revision,
+    upgrade_database,
+)
+from scheduler_app.db.models import Task
+from scheduler_app.security import hash_token
+from tests.support import make_settings
 
 CLI = [sys.executable, "-m", "scheduler_app"]
 
@@ -20,7 +32,7 @@ def test_upgrade_creates_the_schema_and_is_idempotent(database_url: str) -> None
         assert current_revision(engine) is None
         upgrade_database(engine)
         assert current_revision(engine) == head_revision()
-        assert "reminders" in inspect(engine).get_table_names()
+        assert "tasks" in inspect(engine).get_table_names()
         upgrade_database(engine)
         assert current_revision(engine) == head_revision()
     finally:
@@ -32,7 +44,7 @@ def test_every_migration_can_be_undone_and_redone(database_url: str) -> None:
     try:
         upgrade_database(engine)
         upgrade_database(engine, "base")
-        assert "reminders" not in inspect(engine).get_table_names()
+        assert "tasks" not in inspect(engine).get_table_names()
         upgrade_database(engine)
         assert current_revision(engine) == head_revision()
     finally:
@@ -59,3 +71,109 @@ def test_db_upgrade_command(tmp_path: Path, database_url: str) -> None:
         check=False,
     )
     assert f"already at revision {head_revision()}" in again.stdout
+
+
+# Reminders as the code before the task model stored them (revision 0005), one per status.
+OLD_REMINDERS = [
+    # id, status, attempts, last_error, sent_at, finished_at, next_attempt_at
+    ("r-scheduled", "scheduled", 2, "SMTPConnectError", None, None, "2031-01-01 09:05:00+00:00"),
+    ("r-sent", "sent", 1, None, "2030-01-01 09:00:01+00:00", "2030-01-01 09:00:01+00:00", None),
+    ("r-failed", "failed", 8, "gave up after 8 attempts", None, "2030-01-01 10:00:00+00:00", None),
+    ("r-cancelled", "cancelled", 0, None, None, "2030-01-01 08:00:00+00:00", None),
+    ("r-missed", "missed", 0, "came due at ...", None, "2030-01-02 09:00:00+00:00", None),
+]
+
+
+def store_old_reminders(engine: Engine) -> None:
+    with engine.begin() as connection:
+        for rid, status, attempts, error, sent_at, finished_at, next_at in OLD_REMINDERS:
+            connection.execute(
+                text(
+                    "INSERT INTO reminders (id, email, subject, message, remind_at, status, "
+                    "attempts, last_error, created_at, updated_at, sent_at, finished_at, "
+                    "next_attempt_at, cancel_token_hash, idempotency_key_hash, "
+                    "request_fingerprint) VALUES (:id, :email, 'Tea', 'Put the kettle on', "
+                    ":remind_at, :status, :attempts, :error, :created, :created, :sent_at, "
+                    ":finished_at, :next_at, :token, :key, :fingerprint)"
+                ),
+                {
+                    "id": rid,
+                    "email": f"{rid}@example.com",
+                    "remind_at": datetime(2030, 1, 1, 9, tzinfo=UTC),
+                    "status": status,
+                    "attempts": attempts,
+                    "error": error,
+                    "created": datetime(2029, 12, 31, tzinfo=UTC),
+                    "sent_at": sent_at and datetime.fromisoformat(sent_at),
+                    "finished_at": finished_at and datetime.fromisoformat(finished_at),
+                    "next_at": next_at and datetime.fromisoformat(next_at),
+                    "token": hash_token(f"token-{rid}"),
+                    "key": hash_token(f"key-{rid}"),
+                    "fingerprint": "f" * 64,
+                },
+            )
+
+
+def test_reminders_of_every_status_become_tasks_and_read_as_before(
+    tmp_path: Path, database_url: str
+) -> None:
+    engine = create_db_engine(database_url)
+    try:
+        upgrade_database(engine, "0005")
+        store_old_reminders(engine)
+        upgrade_database(engine)
+        with create_session_factory(engine)() as session:
+            tasks = {task.id: task for task in session.scalars(select(Task))}
+    finally:
+        engine.dispose()
+
+    assert set(tasks) == {row[0] for row in OLD_REMINDERS}
+    for rid, status, attempts, error, _sent_at, finished_at, _next_at in OLD_REMINDERS:
+        task = tasks[rid]
+        assert task.job == "deliver_reminder"
+        assert json.loads(task.args) == {
+            "email": f"{rid}@example.com",
+            "subject": "Tea",
+            "message": "Put the kettle on",
+        }
+        assert task.recipient == f"{rid}@example.com"
+        assert task.status == ("succeeded" if status == "sent" else status)
+        assert (task.attempts, task.last_error) == (attempts, error)
+        assert task.run_at == datetime(2030, 1, 1, 9, tzinfo=UTC)
+        assert task.finished_at == (finished_at and datetime.fromisoformat(finished_at))
+        assert task.cancel_token_hash == hash_token(f"token-{rid}")
+        assert task.idempotency_key_hash == hash_token(f"key-{rid}")
+
+    # Through the API, each reads exactly as the reminder did, its cancel token still good.
+    settings = make_settings(tmp_path, database_url, scheduler={"enabled": False})
+    with TestClient(create_app(settings)) as client:
+        for rid, status, attempts, _error, sent_at, finished_at, next_at in OLD_REMINDERS:
+            shown = client.get(
+                f"/reminders/{rid}", headers={"Authorization": f"Bearer token-{rid}"}
+            ).json()
+            assert shown["status"] == status
+            assert shown["email"] == f"{rid}@example.com"
+            assert shown["subject"] == "Tea"
+            assert shown["attempts"] == attempts
+            assert (shown["sent_at"] is None) == (sent_at is None)
+            assert (shown["finished_at"] is None) == (finished_at is None)
+            assert (shown["next_attempt_at"] is None) == (next_at is None)
+            assert shown["remind_at"].startswith("2030-01-01T09:00:00")
+
+
+def test_undoing_the_task_model_gives_the_reminders_back(database_url: str) -> None:
+    engine = create_db_engine(database_url)
+    try:
+        upgrade_database(engine, "0005")
+        store_old_reminders(engine)
+        upgrade_database(engine)
+        downgrade_database(engine, "0005")
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT id, status, email, sent_at FROM reminders"))
+            back = {row.id: (row.status, row.email, row.sent_at is not None) for row in rows}
+    finally:
+        engine.dispose()
+    assert back == {
+        rid: (status, f"{rid}@example.com", sent_at is not None)
+        for rid, status, _attempts, _error, sent_at, _finished, _next in OLD_REMINDERS
+    }

@@ -12,8 +12,8 @@ from scheduler_app.api.schemas import ReminderCreate
 from scheduler_app.app import create_app
 from scheduler_app.db.engine import create_db_engine, create_session_factory
 from scheduler_app.db.migrate import upgrade_database
-from scheduler_app.db.models import Reminder
-from scheduler_app.engine.scheduler import JOBS, JOBS_TABLE, QuarantiningJobStore, reminder_job_id
+from scheduler_app.db.models import Task
+from scheduler_app.engine.scheduler import JOBS, JOBS_TABLE, QuarantiningJobStore, task_job_id
 from scheduler_app.reminders import service as reminders
 from scheduler_app.settings import Settings
 from tests.support import make_settings, outbox_messages, wait_for_status
@@ -30,7 +30,9 @@ def store_reminder_without_job(settings: Settings, due: datetime) -> str:
         [subscription] = reminders.subscribe_all(
             session, [reminders.SubscribeRequest(request, created_at, due, settings.reminders)]
         )
-        session.execute(delete(JOBS).where(JOBS.c.id == reminder_job_id(subscription.reminder_id)))
+        session.execute(
+            delete(JOBS).where(JOBS.c.id == task_job_id("reminder", subscription.reminder_id))
+        )
         session.commit()
     engine.dispose()
     return subscription.reminder_id
@@ -69,11 +71,11 @@ def test_the_periodic_sweep_recovers_without_a_restart(tmp_path: Path, database_
         engine = create_db_engine(settings.database_url)
         with create_session_factory(engine)() as session:
             # As if the job insert had failed after the row was committed.
-            client.app_state["runtime"].unschedule_reminder(created["id"])
+            client.app_state["runtime"].unschedule_task("deliver_reminder", created["id"])
             session.execute(
-                update(Reminder)
-                .where(Reminder.id == created["id"])
-                .values(remind_at=datetime.now(UTC) - timedelta(seconds=1))
+                update(Task)
+                .where(Task.id == created["id"])
+                .values(run_at=datetime.now(UTC) - timedelta(seconds=1))
             )
             session.commit()
         engine.dispose()
@@ -95,7 +97,7 @@ def test_restarting_keeps_one_job_per_reminder(settings: Settings) -> None:
     assert jobs - {"token-cleanup"} == {f"reminder:{reminder_id}" for reminder_id in ids}
     engine = create_db_engine(settings.database_url)
     with engine.connect() as connection:
-        rows = connection.execute(select(Reminder.status)).scalars().all()
+        rows = connection.execute(select(Task.status)).scalars().all()
     engine.dispose()
     assert rows == ["scheduled"] * 3
 
@@ -111,7 +113,7 @@ def test_a_lost_job_is_restored_once_its_reminder_comes_within_two_sweeps(
         created = client.post(
             "/subscribe", json={"email": "ada@example.com", "delay_seconds": 3600}
         ).json()
-        runtime.unschedule_reminder(created["id"])
+        runtime.unschedule_task("deliver_reminder", created["id"])
         assert client.portal is not None
 
         # Due in an hour, past the horizon of two sweeps (20 min): not looked at yet.

@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select, update
 
 from scheduler_app.app import create_app
-from scheduler_app.db.models import Reminder, ServiceSecret
+from scheduler_app.db.models import ServiceSecret, Task
 from scheduler_app.maintenance.reports import DailyReport, LagStats, ReminderCounts, write_report
-from scheduler_app.reminders.service import hash_token
+from scheduler_app.security import hash_token
 from tests.support import SmtpSink, make_settings, smtp_mail, wait_for_status, wait_until
 
 
@@ -141,9 +141,7 @@ def test_a_replay_of_a_reminder_from_before_the_secret_key_gets_its_token(
     engine = create_engine(settings.database_url)
     with engine.begin() as connection:
         connection.execute(
-            update(Reminder)
-            .where(Reminder.id == reminder_id)
-            .values(cancel_token_hash=hash_token(legacy))
+            update(Task).where(Task.id == reminder_id).values(cancel_token_hash=hash_token(legacy))
         )
     engine.dispose()
     with TestClient(create_app(settings)) as client:

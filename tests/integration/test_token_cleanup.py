@@ -12,15 +12,16 @@ import pytest
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
+from scheduler_app.channels import EMAIL
 from scheduler_app.channels.email.outbox import OutboxBackend
 from scheduler_app.db.batch_writer import BatchWriter
 from scheduler_app.db.engine import SessionFactory, create_session_factory
-from scheduler_app.db.models import JobRun, Reminder
+from scheduler_app.db.models import JobRun, Task
 from scheduler_app.engine.executor import JobContext
 from scheduler_app.maintenance import retention as cleanup
 from scheduler_app.maintenance.token_cleanup import token_cleanup
 from scheduler_app.settings import RetentionSettings
-from tests.support import make_settings
+from tests.support import make_settings, reminder_task
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -69,7 +70,7 @@ def context(
     return JobContext(
         settings=settings,
         sessions=sessions,
-        mail=OutboxBackend(settings.mail.outbox_dir),
+        channels={EMAIL: OutboxBackend(settings.mail.outbox_dir)},
         clock=lambda: NOW,
         writer=BatchWriter(sessions),
     )
@@ -82,19 +83,13 @@ def reminder(
     created_at: datetime | None = None,
     token: bool = True,
     key: bool = False,
-) -> Reminder:
+) -> Task:
     created = created_at or (finished_at or NOW) - timedelta(hours=1)
-    return Reminder(
+    return reminder_task(
         id=str(uuid.uuid4()),
-        email="ada@example.com",
-        subject="Reminder",
-        message="",
         remind_at=created + timedelta(minutes=30),
         status=status,
-        attempts=0,
         created_at=created,
-        updated_at=finished_at or created,
-        sent_at=finished_at if status == "sent" else None,
         finished_at=finished_at,
         cancel_token_hash=uuid.uuid4().hex if token else None,
         idempotency_key_hash=uuid.uuid4().hex if key else None,
@@ -117,16 +112,16 @@ def run(
     )
 
 
-def store(sessions: SessionFactory, *rows: Reminder | JobRun) -> list[str]:
+def store(sessions: SessionFactory, *rows: Task | JobRun) -> list[str]:
     with sessions() as session:
         session.add_all(rows)
         session.commit()
     return [row.id for row in rows]
 
 
-def reminders_by_id(sessions: SessionFactory) -> dict[str, Reminder]:
+def reminders_by_id(sessions: SessionFactory) -> dict[str, Task]:
     with sessions() as session:
-        return {row.id: row for row in session.scalars(select(Reminder))}
+        return {row.id: row for row in session.scalars(select(Task))}
 
 
 def run_ids(sessions: SessionFactory) -> set[str]:

@@ -3,12 +3,13 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from scheduler_app.settings import ReminderSettings
-from scheduler_app.tasks.attempts import JITTER, retry_delay
+from scheduler_app.reminders.job import reminder_policy
+from scheduler_app.settings import Settings
+from scheduler_app.tasks.policy import JITTER, retry_delay
 
 
 def test_waits_double_up_to_the_cap_with_bounded_jitter() -> None:
-    policy = ReminderSettings()
+    policy = reminder_policy(Settings())
     rng = random.Random(7)
     for attempt, base in enumerate([30, 60, 120, 240, 480, 960, 1800, 1800], start=1):
         wait = retry_delay(attempt, policy, rng).total_seconds()
@@ -23,7 +24,7 @@ class Midpoint(random.Random):
 
 
 def test_the_default_attempts_span_about_an_hour() -> None:
-    policy = ReminderSettings()
+    policy = reminder_policy(Settings())
     middle = Midpoint()
     total = sum(
         (retry_delay(attempt, policy, middle) for attempt in range(1, policy.max_attempts)),

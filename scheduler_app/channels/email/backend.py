@@ -1,30 +1,21 @@
-"""The mail backend interface and the registry that maps `mail.backend` names to backends."""
+"""The e-mail channel's backends (outbox, SMTP), chosen by `mail.backend`."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TypeAlias
 
+from scheduler_app.channels import Channel
 from scheduler_app.channels.email.message import OutgoingMessage
 from scheduler_app.settings import MailSettings
+from scheduler_app.tasks.policy import JobFailure
 
 
-class DeliveryError(Exception):
+class DeliveryError(JobFailure):
     """A message was not handed over; `transient` says whether trying again may succeed."""
 
-    def __init__(self, message: str, *, transient: bool) -> None:
-        super().__init__(message)
-        self.transient = transient
 
-
-class MailBackend(Protocol):
-    """Hands a finished message to its transport; raises DeliveryError on failure."""
-
-    name: str
-
-    async def send(self, message: OutgoingMessage) -> None: ...
-
-    async def close(self) -> None:
-        """Release what the backend holds open (connections), at shutdown."""
+# The e-mail channel: hands a finished message to its transport; raises DeliveryError.
+MailBackend: TypeAlias = Channel[OutgoingMessage]
 
 
 def build_mail_backend(settings: MailSettings) -> MailBackend:
