@@ -36,6 +36,7 @@ from scheduler_app.db.engine import SessionFactory
 from scheduler_app.db.models import RunOutcome
 from scheduler_app.engine import runs
 from scheduler_app.engine.runs import RunEnd
+from scheduler_app.engine.slots import JobSlots
 from scheduler_app.errors import Conflict
 from scheduler_app.settings import Settings
 
@@ -126,12 +127,12 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         super().__init__()
         self._context = context
         self._registry = registry
-        # At most this many jobs run at once; the others wait in _queued, not as tasks, so that
+        # At most this many jobs run at once; the others wait there, not as tasks, so that
         # thousands falling due together never flood the event loop that answers the API.
-        self._max_running = max_concurrent_jobs
-        self._tasks: set[asyncio.Task[Any]] = set()
-        # Those of _tasks that gave up their slot (JobContext.work_done) and are ending.
-        self._ending: set[asyncio.Task[Any]] = set()
+        self._slots: JobSlots[tuple[Coroutine[Any, Any, Any], str], asyncio.Task[Any]] = JobSlots(
+            max_concurrent_jobs
+        )
+        # Work submitted from the job store's thread, moved to _slots on the loop.
         self._queued: deque[tuple[Coroutine[Any, Any, Any], str]] = deque()
         self._start_requested = False
         self._queue_lock = threading.Lock()
@@ -139,8 +140,6 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         self._deferred: dict[str, tuple[Job, list[datetime]]] = {}
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Called once when no more than the given number of jobs wait for a slot.
-        self._when_few_waiting: tuple[int, Callable[[], None]] | None = None
 
     def start(self, scheduler: Any, alias: str) -> None:
         super().start(scheduler, alias)
@@ -166,7 +165,7 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         """
         self._stopping = True
         self._start_queued()  # what never got to run records that it did not
-        return await finish_or_cancel(set(self._tasks), timeout_s)
+        return await finish_or_cancel(self._slots.running(), timeout_s)
 
     def submit_job(self, job: Job, run_times: list[datetime]) -> None:
         with self._lock:
@@ -215,45 +214,38 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         assert self._loop is not None
         with self._queue_lock:
             self._start_requested = False
-        while self._queued and (self._running() < self._max_running or self._stopping):
-            work, name = self._queued.popleft()
-            context = contextvars.copy_context()
-            context.run(_free_slot.set, self._free_current_slot)
-            task = self._loop.create_task(work, name=f"job:{name}", context=context)
-            self._tasks.add(task)
-            task.add_done_callback(self._task_done)
-        if self._when_few_waiting is not None and len(self._queued) <= self._when_few_waiting[0]:
-            callback = self._when_few_waiting[1]
-            self._when_few_waiting = None
-            callback()
+        while self._queued:
+            self._slots.wait(self._queued.popleft())
+        self._slots.start_waiting(self._start_task, stopping=self._stopping)
 
-    def _running(self) -> int:
-        """How many jobs hold a slot."""
-        return len(self._tasks) - len(self._ending)
+    def _start_task(self, queued: tuple[Coroutine[Any, Any, Any], str]) -> asyncio.Task[Any]:
+        assert self._loop is not None
+        work, name = queued
+        context = contextvars.copy_context()
+        context.run(_free_slot.set, self._free_current_slot)
+        task = self._loop.create_task(work, name=f"job:{name}", context=context)
+        task.add_done_callback(self._task_done)
+        return task
 
     def _free_current_slot(self) -> None:
         # Found by the current task rather than bound to it: a task that referred to itself
-        # through its own context would wait for the garbage collector to be freed.
+        # through its own context would wait for the garbage collector to be freed. A task that
+        # the job created shares its context but is not one of the slots' jobs.
         task = asyncio.current_task()
-        if task is None or task not in self._tasks or task in self._ending:
-            return  # not a job's own task (one it created, say), or given up already
-        if len(self._ending) >= self._max_running:
-            return
-        self._ending.add(task)
-        self._start_queued()
+        if task is not None and self._slots.give_up(task):
+            self._start_queued()
 
     def waiting(self) -> int:
         """How many submitted jobs wait for a slot to run."""
-        return len(self._queued)
+        return len(self._queued) + self._slots.waiting
 
     def call_when_waiting_at_most(self, count: int, callback: Callable[[], None]) -> None:
         """Call callback (on the loop, once) as soon as no more than count jobs wait for a
         slot; it replaces a callback asked for earlier."""
-        self._when_few_waiting = (count, callback)
+        self._slots.call_when_waiting_at_most(count, callback)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        self._ending.discard(task)
+        self._slots.ended(task)
         self._start_queued()
 
     async def _run(self, job: Job, run_times: list[datetime], skipped: list[datetime]) -> None:

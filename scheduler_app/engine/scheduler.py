@@ -46,6 +46,7 @@ from scheduler_app.clock import utcnow
 from scheduler_app.db.bulk import delete_rows
 from scheduler_app.db.models import QuarantinedJob
 from scheduler_app.engine.executor import RegistryExecutor, registered_job
+from scheduler_app.engine.passes import next_pass
 from scheduler_app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -154,24 +155,21 @@ class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
             wait_seconds = STORE_RETRY_S
         if self._eventloop is None:  # shut down meanwhile
             return
-        if self._again:
-            self._again = False
-            wait_seconds = 0
-        if self._added_during_pass is not None:
-            added_wait = max(self._added_during_pass - time.time(), 0)
-            self._added_during_pass = None
-            if wait_seconds is None or added_wait < wait_seconds:
-                wait_seconds = added_wait
+        added = self._added_during_pass
         executor = self._executors.get("default")
-        if (
-            wait_seconds == 0
-            and isinstance(executor, RegistryExecutor)
-            and executor.waiting() > WAITING_BEFORE_NEXT_PASS
-        ):
-            executor.call_when_waiting_at_most(WAITING_BEFORE_NEXT_PASS, self._resume_passes)
-            # A fallback in case no job finishes meanwhile (every slot held by a long job).
-            wait_seconds = STORE_RETRY_S
-        self._start_timer(wait_seconds)
+        plan = next_pass(
+            wait_seconds,
+            woken_during_pass=self._again,
+            added_due_in_s=None if added is None else added - time.time(),
+            waiting=executor.waiting() if isinstance(executor, RegistryExecutor) else 0,
+            waiting_limit=WAITING_BEFORE_NEXT_PASS,
+            fallback_s=STORE_RETRY_S,
+        )
+        self._again = False
+        self._added_during_pass = None
+        if plan.resume_at_waiting is not None and isinstance(executor, RegistryExecutor):
+            executor.call_when_waiting_at_most(plan.resume_at_waiting, self._resume_passes)
+        self._start_timer(plan.wait_s)
 
     def _resume_passes(self) -> None:
         if self.state == STATE_RUNNING:
