@@ -3,7 +3,21 @@ scheduler's loop, threads and APScheduler."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
+
+
+class Backlog(Protocol):
+    """What holds submitted jobs until a slot frees up (the executor)."""
+
+    def waiting(self) -> int:
+        """How many submitted jobs wait for a slot."""
+        ...
+
+    def call_when_waiting_at_most(self, count: int, callback: Callable[[], None]) -> None:
+        """Call callback once, on the loop, as soon as no more than count jobs wait."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from sqlalchemy import create_engine, select
 
 from scheduler_app.engine.scheduler import (
     JOBS,
-    JOBS_TABLE,
     QuarantiningJobStore,
     reminder_job_row,
     schedule_reminder_job,
@@ -22,7 +21,7 @@ from scheduler_app.engine.scheduler import (
 def test_the_row_matches_what_add_job_stores(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
     scheduler = BackgroundScheduler(
-        jobstores={"default": QuarantiningJobStore(engine=engine, tablename=JOBS_TABLE)},
+        jobstores={"default": QuarantiningJobStore(engine=engine)},
         job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         timezone=UTC,
     )
