@@ -94,26 +94,18 @@ def _os_env() -> dict[str, str]:
 
 
 def seed_scheduler_app(database_url: str, count: int) -> None:
-    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from sqlalchemy import create_engine, insert
 
     from scheduler_app.db.models import Task
-    from scheduler_app.engine.scheduler import (
-        JOBS,
-        JOBS_TABLE,
-        create_listing_index,
-        task_job_row,
-    )
+    from scheduler_app.engine.scheduler import JOBS, task_job_row
     from scheduler_app.ids import new_id
     from scheduler_app.reminders.job import REMINDER_JOB, REMINDER_JOB_PREFIX
     from scheduler_app.tasks.store import new_row
 
     now = datetime.now(UTC)
     engine = create_engine(database_url)
-    # The job table is created by the job store when the scheduler starts, not by migrations.
-    jobs_table = SQLAlchemyJobStore(engine=engine, tablename=JOBS_TABLE).jobs_t
-    jobs_table.create(engine, True)
-    create_listing_index(engine, jobs_table)
+    # As migration 0006 or the job store at start would: the table with its indexes.
+    JOBS.create(engine, checkfirst=True)
     try:
         due_times = _due_times(count)
         for begin in range(0, count, CHUNK):

@@ -28,6 +28,13 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
+from scheduler_app.db.batching import (
+    GatherRules,
+    group_steps,
+    next_retry_delay,
+    one_by_one,
+    split_held,
+)
 from scheduler_app.db.engine import UNREACHABLE, SessionFactory
 
 logger = logging.getLogger(__name__)
@@ -126,8 +133,7 @@ class BatchWriter:
         self._engine = engine
         self._max_batch = max_batch
         self._linger_s = linger_s
-        self._patient_s = patient_s
-        self._patient_after = patient_after
+        self._gather_rules = GatherRules(max_batch, BUSY_WITHIN_S, patient_s, patient_after)
         self._held_retry_s = held_retry_s
         self._held_retry_max_s = held_retry_max_s
         self._last_batch_size = 0
@@ -232,22 +238,20 @@ class BatchWriter:
 
     def _gather(self, batch: list[_Step[Any]]) -> bool:
         """Add the steps queued meanwhile to batch, waiting for more while steps keep coming
-        (up to PATIENT_S while the batch holds only patient steps and the last batch was big);
-        True when the writer was asked to stop."""
-        now = time.monotonic()
-        if now - self._last_commit_ended >= BUSY_WITHIN_S:
+        (see GatherRules); True when the writer was asked to stop."""
+        gathering = self._gather_rules.start(
+            time.monotonic(), self._last_commit_ended, self._last_batch_size
+        )
+        if gathering is None:
             return self._take_queued(batch)
-        # Only after a big batch: under a trickle, waiting would only delay every delivery.
-        patient = self._last_batch_size >= self._patient_after
-        patient_until = now + self._patient_s
-        checked = 0
+        checked = 0  # the first step counts too: a batch is patient if all its steps are
         while True:
             time.sleep(self._linger_s)
             if self._take_queued(batch):
                 return True
-            patient = patient and all(step.patient for step in batch[checked:])
+            added = [step.patient for step in batch[checked:]]
             checked = len(batch)
-            if not patient or checked >= self._max_batch or time.monotonic() >= patient_until:
+            if not gathering.keeps_gathering(added, checked, time.monotonic()):
                 return False
 
     def _take_queued(self, batch: list[_Step[Any]]) -> bool:
@@ -270,10 +274,9 @@ class BatchWriter:
         """Commit a batch of new steps, holding those that must be written and cannot be."""
         if self._held:
             # Behind the steps held already: each is written after those queued before it.
-            waiting = [step for step in batch if step.until_written]
+            waiting, batch = split_held(batch)
             self._held.extend(waiting)
             self._held_count += len(waiting)
-            batch = [step for step in batch if not step.until_written]
             if not batch:
                 return
         unwritten = self._commit(batch)
@@ -310,7 +313,7 @@ class BatchWriter:
             self._retry_delay,
         )
         self._retry_at = time.monotonic() + self._retry_delay
-        self._retry_delay = min(self._retry_delay * 2, self._held_retry_max_s)
+        self._retry_delay = next_retry_delay(self._retry_delay, self._held_retry_max_s)
 
     def _last_try(self) -> None:
         """At stop: the held steps are tried once more; those the database still does not
@@ -359,13 +362,7 @@ class BatchWriter:
             if len(batch) == 1 or not connected:
                 # Without a connection no step ran: each on its own would fail alike.
                 return self._fail(batch, exc)
-            unwritten: list[_Step[Any]] = []
-            for step in batch:
-                if unwritten and step.until_written:
-                    unwritten.append(step)  # behind a held one queued before it
-                else:
-                    unwritten += self._commit([step])
-            return unwritten
+            return one_by_one(batch, lambda step: self._commit([step]))
         if self._held:
             self._retry_at = 0.0  # the database is back: the held steps are tried at once
             self._retry_delay = self._held_retry_s
@@ -378,8 +375,9 @@ class BatchWriter:
             _settle(batch, [], error)
             return []
         self._held_error = error
-        _settle([step for step in batch if not step.until_written], [], error)
-        return [step for step in batch if step.until_written]
+        held, others = split_held(batch)
+        _settle(others, [], error)
+        return held
 
     def _give_back_connection(self) -> None:
         connection, self._connection = self._connection, None
@@ -391,16 +389,14 @@ class BatchWriter:
 
     def _run_batch(self, batch: list[_Step[Any]], session: Session) -> list[Any]:
         results: list[Any] = [None] * len(batch)
-        groups: dict[Grouped[Any, Any], list[int]] = {}
-        for index, step in enumerate(batch):
-            if step.group is not None:
-                groups.setdefault(step.group, []).append(index)
-            else:
-                assert step.work is not None
-                results[index] = self._in_own_session(session.connection(), step.work)
+        singles, groups = group_steps([step.group for step in batch])
+        for index in singles:
+            work = batch[index].work
+            assert work is not None
+            results[index] = self._in_own_session(session.connection(), work)
         # Grouped steps share the batch's session: they write with a few Core statements and
         # load little or nothing, so a session each would cost more than it keeps apart.
-        for group, indexes in sorted(groups.items(), key=lambda entry: entry[0].phase):
+        for group, indexes in groups:
             outcomes = group.run_all(session, [batch[index].item for index in indexes])
             session.flush()
             for index, outcome in zip(indexes, outcomes, strict=True):

@@ -11,20 +11,13 @@ import asyncio
 import contextvars
 import logging
 import threading
-import traceback
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
-from apscheduler.events import (
-    EVENT_JOB_ERROR,
-    EVENT_JOB_EXECUTED,
-    EVENT_JOB_MISSED,
-    JobExecutionEvent,
-)
 from apscheduler.executors.base import BaseExecutor, MaxInstancesReachedError
 from apscheduler.job import Job
 from apscheduler.triggers.date import DateTrigger
@@ -36,6 +29,7 @@ from scheduler_app.db.engine import SessionFactory
 from scheduler_app.db.models import RunOutcome
 from scheduler_app.engine import runs
 from scheduler_app.engine.runs import RunEnd
+from scheduler_app.engine.slots import JobSlots
 from scheduler_app.errors import Conflict
 from scheduler_app.settings import Settings
 
@@ -47,7 +41,8 @@ NOT_STARTED = (
 )
 # Beyond this many overdue runs of one job, the missed record says "N+" instead of listing all.
 MAX_MISSED_RECORDS = 100
-# Set in each job's task: gives up the task's slot (see JobContext.work_done).
+# Set in the context of each job's task, so that JobContext.work_done, called by the job with no
+# reference to the executor, reaches the executor that runs it: gives up the task's slot.
 _free_slot: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
     "free_slot", default=None
 )
@@ -117,8 +112,20 @@ def registered_job(name: str, *args: Any, **kwargs: Any) -> NoReturn:
     raise RuntimeError(f"job '{name}' must be run by the RegistryExecutor")
 
 
+class JobAdder(Protocol):
+    """The scheduler, as the executor uses it: to store a job's next attempt."""
+
+    def add_job(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+# APScheduler ships no type hints, so mypy sees BaseExecutor as Any; subclassing it needs the
+# ignore. The scheduler only accepts BaseExecutor instances.
 class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
-    """Runs each due job as an asyncio task on the scheduler's loop."""
+    """Runs each due job as an asyncio task on the scheduler's loop.
+
+    It counts the running instances of each job itself (BaseExecutor's count is private) and
+    sends the scheduler no job events: nothing listens to them.
+    """
 
     def __init__(
         self,
@@ -129,25 +136,29 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         super().__init__()
         self._context = context
         self._registry = registry
-        # At most this many jobs run at once; the others wait in _queued, not as tasks, so that
+        # At most this many jobs run at once; the others wait there, not as tasks, so that
         # thousands falling due together never flood the event loop that answers the API.
-        self._max_running = max_concurrent_jobs
-        self._tasks: set[asyncio.Task[Any]] = set()
-        # Those of _tasks that gave up their slot (JobContext.work_done) and are ending.
-        self._ending: set[asyncio.Task[Any]] = set()
+        self._slots: JobSlots[tuple[Coroutine[Any, Any, Any], str], asyncio.Task[Any]] = JobSlots(
+            max_concurrent_jobs
+        )
+        # Work submitted from the job store's thread, moved to _slots on the loop.
         self._queued: deque[tuple[Coroutine[Any, Any, Any], str]] = deque()
         self._start_requested = False
         self._queue_lock = threading.Lock()
+        # Running instances of each job; submitted from the job store's thread, ended on the loop.
+        self._instances_lock = threading.Lock()
+        self._running_ids: Counter[str] = Counter()
         # One-off runs that fell due while the same job was still running, started when it ends.
         self._deferred: dict[str, tuple[Job, list[datetime]]] = {}
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Called once when no more than the given number of jobs wait for a slot.
-        self._when_few_waiting: tuple[int, Callable[[], None]] | None = None
+        self._jobs: JobAdder | None = None
 
-    def start(self, scheduler: Any, alias: str) -> None:
+    def start(self, scheduler: JobAdder, alias: str) -> None:
         super().start(scheduler, alias)
-        self._loop = scheduler._eventloop
+        # Called by AsyncIOScheduler.start, on its loop.
+        self._loop = asyncio.get_running_loop()
+        self._jobs = scheduler
 
     def shutdown(self, wait: bool = True) -> None:
         # Running jobs are left to drain(), which the service awaits with a deadline.
@@ -158,8 +169,8 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         return self._context
 
     def running_job_ids(self) -> set[str]:
-        with self._lock:
-            return set(self._instances)
+        with self._instances_lock:
+            return set(self._running_ids)
 
     async def drain(self, timeout_s: float) -> int:
         """Start nothing more; wait for running jobs up to timeout_s, then cancel the rest.
@@ -169,13 +180,13 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         """
         self._stopping = True
         self._start_queued()  # what never got to run records that it did not
-        return await finish_or_cancel(set(self._tasks), timeout_s)
+        return await finish_or_cancel(self._slots.running(), timeout_s)
 
     def submit_job(self, job: Job, run_times: list[datetime]) -> None:
-        with self._lock:
-            if self._instances[job.id] < job.max_instances:
+        with self._instances_lock:
+            if self._running_ids[job.id] < job.max_instances:
                 self._do_submit_job(job, run_times)
-                self._instances[job.id] += 1
+                self._running_ids[job.id] += 1
                 return
             if isinstance(job.trigger, DateTrigger):
                 # APScheduler removes a one-off job whose submission was refused, which would
@@ -188,10 +199,14 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         self._loop.call_soon_threadsafe(self._record_missed, job, run_times, skipped)
         raise MaxInstancesReachedError(job)
 
-    def _run_job_success(self, job_id: str, events: list[JobExecutionEvent]) -> None:
-        super()._run_job_success(job_id, events)
-        with self._lock:
-            deferred = None if job_id in self._instances else self._deferred.pop(job_id, None)
+    def _ended(self, job_id: str) -> None:
+        """A run of the job ended: a one-off run deferred meanwhile starts now."""
+        with self._instances_lock:
+            self._running_ids[job_id] -= 1
+            if self._running_ids[job_id] > 0:
+                return
+            del self._running_ids[job_id]
+            deferred = self._deferred.pop(job_id, None)
         if deferred is not None:
             self.submit_job(*deferred)
 
@@ -206,6 +221,7 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         self._loop.call_soon_threadsafe(self._start_queued)
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        # BaseExecutor declares this abstract: called by submit_job above only.
         skipped = _coalesced_away(job, run_times)
         # Called from the job store's worker thread: the task is created on the loop.
         self._spawn_threadsafe(self._run(job, run_times, skipped), job.id)
@@ -218,49 +234,41 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         assert self._loop is not None
         with self._queue_lock:
             self._start_requested = False
-        while self._queued and (self._running() < self._max_running or self._stopping):
-            work, name = self._queued.popleft()
-            context = contextvars.copy_context()
-            context.run(_free_slot.set, self._free_current_slot)
-            task = self._loop.create_task(work, name=f"job:{name}", context=context)
-            self._tasks.add(task)
-            task.add_done_callback(self._task_done)
-        if self._when_few_waiting is not None and len(self._queued) <= self._when_few_waiting[0]:
-            callback = self._when_few_waiting[1]
-            self._when_few_waiting = None
-            callback()
+        while self._queued:
+            self._slots.wait(self._queued.popleft())
+        self._slots.start_waiting(self._start_task, stopping=self._stopping)
 
-    def _running(self) -> int:
-        """How many jobs hold a slot."""
-        return len(self._tasks) - len(self._ending)
+    def _start_task(self, queued: tuple[Coroutine[Any, Any, Any], str]) -> asyncio.Task[Any]:
+        assert self._loop is not None
+        work, name = queued
+        context = contextvars.copy_context()
+        context.run(_free_slot.set, self._free_current_slot)
+        task = self._loop.create_task(work, name=f"job:{name}", context=context)
+        task.add_done_callback(self._task_done)
+        return task
 
     def _free_current_slot(self) -> None:
         # Found by the current task rather than bound to it: a task that referred to itself
-        # through its own context would wait for the garbage collector to be freed.
+        # through its own context would wait for the garbage collector to be freed. A task that
+        # the job created shares its context but is not one of the slots' jobs.
         task = asyncio.current_task()
-        if task is None or task not in self._tasks or task in self._ending:
-            return  # not a job's own task (one it created, say), or given up already
-        if len(self._ending) >= self._max_running:
-            return
-        self._ending.add(task)
-        self._start_queued()
+        if task is not None and self._slots.give_up(task):
+            self._start_queued()
 
     def waiting(self) -> int:
         """How many submitted jobs wait for a slot to run."""
-        return len(self._queued)
+        return len(self._queued) + self._slots.waiting
 
     def call_when_waiting_at_most(self, count: int, callback: Callable[[], None]) -> None:
         """Call callback (on the loop, once) as soon as no more than count jobs wait for a
         slot; it replaces a callback asked for earlier."""
-        self._when_few_waiting = (count, callback)
+        self._slots.call_when_waiting_at_most(count, callback)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        self._ending.discard(task)
+        self._slots.ended(task)
         self._start_queued()
 
     async def _run(self, job: Job, run_times: list[datetime], skipped: list[datetime]) -> None:
-        events: list[JobExecutionEvent] = []
         try:
             if self._stopping:
                 self._record_missed(job, run_times, NOT_STARTED)
@@ -273,12 +281,11 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
                 )
                 self._record_missed(job, skipped, reason)
             for run_time in run_times:
-                events.append(await self._run_once(job, run_time))
+                await self._run_once(job, run_time)
         finally:
-            self._run_job_success(job.id, events)
+            self._ended(job.id)
 
-    async def _run_once(self, job: Job, run_time: datetime) -> JobExecutionEvent:
-        store = job._jobstore_alias
+    async def _run_once(self, job: Job, run_time: datetime) -> None:
         name, *args = job.args
         now = self._context.clock()
         if job.misfire_grace_time is not None:
@@ -290,25 +297,14 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
                 )
                 logger.warning("job %s missed its %s run: %s", job.id, run_time, reason)
                 self._record_missed(job, [run_time], reason, now)
-                return JobExecutionEvent(EVENT_JOB_MISSED, job.id, store, run_time)
+                return
 
         start = runs.RunStart(job.id, name, scheduled_for=run_time, started_at=now)
         # Neither the start nor the finish of a run record is waited for: in a burst each wait
         # is a turn of the batch writer, and the writer keeps their order (while the database is
         # away too: see _record_later).
         self._record_later(runs.START_RUNS, start)
-        outcome, retval, exc = await self._execute(start.run_id, job.id, name, args, job.kwargs)
-        if exc is not None:
-            return JobExecutionEvent(
-                EVENT_JOB_ERROR,
-                job.id,
-                store,
-                run_time,
-                exception=exc,
-                traceback="".join(traceback.format_exception(exc)),
-            )
-        code = EVENT_JOB_MISSED if outcome is RunOutcome.MISSED else EVENT_JOB_EXECUTED
-        return JobExecutionEvent(code, job.id, store, run_time, retval=retval)
+        await self._execute(start.run_id, job.id, name, args, job.kwargs)
 
     async def run_now(
         self, job_id: str, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
@@ -317,16 +313,16 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         assert self._loop is not None, "executor not started"
         # Counted like a scheduled run: the scheduler will not start the same job meanwhile,
         # so a reminder is never delivered by both at once.
-        with self._lock:
-            if self._instances[job_id]:
+        with self._instances_lock:
+            if self._running_ids[job_id]:
                 raise Conflict(f"job '{job_id}' is running now; try again when it has finished")
-            self._instances[job_id] += 1
+            self._running_ids[job_id] += 1
         try:
             now = self._context.clock()
             start = runs.RunStart(job_id, name, scheduled_for=now, started_at=now, manual=True)
             run_id = await self._context.writer.run_grouped(runs.START_RUNS, start)
         except BaseException:
-            self._run_job_success(job_id, [])
+            self._ended(job_id)
             raise
 
         async def run() -> None:
@@ -337,7 +333,7 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
                     return
                 await self._execute(run_id, job_id, name, args, kwargs)
             finally:
-                self._run_job_success(job_id, [])
+                self._ended(job_id)
 
         self._spawn(run(), job_id)
         return run_id
@@ -349,9 +345,9 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         name: str,
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
-    ) -> tuple[RunOutcome, Any, Exception | None]:
+    ) -> None:
         """Call the registered function and complete its run record with the outcome."""
-        outcome, error, retval, failure = RunOutcome.SUCCESS, None, None, None
+        outcome, error, retval = RunOutcome.SUCCESS, None, None
         try:
             entry = self._registry.get(name)
             if entry is None:
@@ -370,11 +366,10 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
                 logger.exception("job %s: its next attempt could not be stored", job_id)
         except Exception as exc:
             logger.exception("job %s (%s) failed", job_id, name)
-            outcome, error, failure = RunOutcome.ERROR, f"{type(exc).__name__}: {exc}", exc
+            outcome, error = RunOutcome.ERROR, f"{type(exc).__name__}: {exc}"
         result = None if retval is None else str(retval)
         end = RunEnd(run_id, self._context.clock(), outcome, error, result)
         self._record_later(runs.FINISH_RUNS, end)
-        return outcome, retval, failure
 
     def _schedule_retry(
         self,
@@ -386,7 +381,8 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
     ) -> None:
         # Should this ever lose a race with the pass that removed the job, the reminder is still
         # 'scheduled' without a job, and the recovery sweep schedules it again.
-        self._scheduler.add_job(
+        assert self._jobs is not None, "executor not started"
+        self._jobs.add_job(
             registered_job,
             trigger=DateTrigger(run_date=at),
             args=(name, *args),

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import LargeBinary, column, delete, insert, select, table
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from scheduler_app.db.models import QuarantinedJob
-from scheduler_app.engine.scheduler import JOBS_TABLE
+from scheduler_app.engine.scheduler import JOBS
 from scheduler_app.errors import Conflict, NotFound
-
-_jobs = table(JOBS_TABLE, column("id"), column("next_run_time"), column("job_state", LargeBinary))
 
 
 def list_quarantined(session: Session) -> list[QuarantinedJob]:
@@ -22,10 +20,10 @@ def restore(session: Session, job_id: str) -> None:
     kept = session.get(QuarantinedJob, job_id)
     if kept is None:
         raise NotFound(f"no quarantined job with id '{job_id}'")
-    if session.scalar(select(_jobs.c.id).where(_jobs.c.id == job_id)) is not None:
+    if session.scalar(select(JOBS.c.id).where(JOBS.c.id == job_id)) is not None:
         raise Conflict(f"a job with id '{job_id}' is scheduled again already; delete this copy")
     session.execute(
-        insert(_jobs).values(id=kept.id, next_run_time=kept.next_run_time, job_state=kept.job_state)
+        insert(JOBS).values(id=kept.id, next_run_time=kept.next_run_time, job_state=kept.job_state)
     )
     session.execute(delete(QuarantinedJob).where(QuarantinedJob.id == job_id))
     session.commit()

@@ -1,9 +1,11 @@
 """The APScheduler set-up: one AsyncIOScheduler on the service's database.
 
-Two departures from APScheduler's defaults keep work from being lost or the loop from stalling:
-the job store's I/O runs in a worker thread (a locked or slow database never blocks the event
-loop that serves the API), and a stored job that cannot be restored is set aside in
-`quarantined_jobs` instead of being deleted.
+Departures from APScheduler's defaults keep work from being lost or the loop from stalling: the
+job store's I/O runs in a worker thread (a locked or slow database never blocks the event loop
+that serves the API), a pass reads at most DUE_PER_PASS due jobs and removes the one-off jobs it
+submitted in one statement, and a stored job that cannot be restored is set aside in
+`quarantined_jobs` instead of being deleted. What of APScheduler's internals this relies on is
+listed in docs/engine.md.
 """
 
 from __future__ import annotations
@@ -23,29 +25,30 @@ from typing import Any
 from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from apscheduler.schedulers.asyncio import AsyncIOScheduler, run_in_event_loop
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.util import datetime_to_utc_timestamp
 from sqlalchemy import (
+    Column,
     Engine,
     Float,
     Index,
     LargeBinary,
+    MetaData,
     Table,
     Unicode,
     and_,
-    column,
     delete,
     insert,
     select,
-    table,
 )
 
 from scheduler_app.clock import utcnow
 from scheduler_app.db.bulk import delete_rows
 from scheduler_app.db.models import QuarantinedJob
 from scheduler_app.engine.executor import RegistryExecutor, registered_job
+from scheduler_app.engine.passes import Backlog, next_pass
 from scheduler_app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -59,19 +62,26 @@ IDS_PER_QUERY = 500
 # are running while the next are read, and the event loop is never held up for the whole burst.
 # A pass that leaves due jobs behind is followed by another at once, unless more than
 # WAITING_BEFORE_NEXT_PASS jobs still wait in the executor for a slot: then the next pass comes
-# when they are down to that many. A burst is read as it is worked off, so memory holds a pass
-# or two of it rather than every job (50,000 due at once: peak RSS 134 MB instead of 183 MB),
-# and the passes' reads and deletes are spread over the burst instead of crowding its start.
+# when they are down to that many (see passes.next_pass). A burst is read as it is worked off,
+# so memory holds a pass or two of it rather than every job (50,000 due at once: peak RSS
+# 134 MB instead of 183 MB), and the passes' reads and deletes are spread over the burst
+# instead of crowding its start.
 DUE_PER_PASS = 500
 WAITING_BEFORE_NEXT_PASS = DUE_PER_PASS // 2
-# GET /jobs pages by (next_run_time, id); APScheduler indexes next_run_time alone.
+# GET /jobs pages by (next_run_time, id); APScheduler indexes next_run_time alone. Without this
+# index, a page over jobs due at the same instant (a burst of reminders) first sorts every one
+# of them by id: 20 ms for 5,000 on PostgreSQL, on every page. Made by migration 0006.
 LISTING_INDEX = "ix_apscheduler_jobs_next_run_time_id"
-# Typed as APScheduler's SQLAlchemyJobStore declares them.
-JOBS = table(
+# The job table, declared as APScheduler 3.11's SQLAlchemyJobStore declares it (its __init__),
+# plus the listing index: the one declaration that the service's queries and the job store use.
+JOBS = Table(
     JOBS_TABLE,
-    column("id", Unicode(191)),
-    column("next_run_time", Float(25)),
-    column("job_state", LargeBinary),
+    MetaData(),
+    # 191: the longest key MySQL indexes in utf8mb4; 25: the precision of an 8-byte float.
+    Column("id", Unicode(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
+    Index(LISTING_INDEX, "next_run_time", "id"),
 )
 _ZONE_ONLY = SimpleNamespace(timezone=UTC)
 # APScheduler's own default grace is 1 s, which silently drops any job that starts late;
@@ -79,39 +89,62 @@ _ZONE_ONLY = SimpleNamespace(timezone=UTC)
 JOB_DEFAULTS: dict[str, Any] = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
 
 
+# APScheduler ships no type hints, so mypy sees its classes as Any; subclassing one needs the
+# ignore (here and on QuarantiningJobStore).
 class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
     """An AsyncIOScheduler whose passes over the job store run in one worker thread, and which
-    only wakes up for a new job that is due before its next planned wake-up."""
+    only wakes up for a new job that is due before its next planned wake-up.
 
-    def __init__(self, **options: Any) -> None:
+    It keeps its own timer instead of AsyncIOScheduler's: wakeup() is the only user of that
+    timer, and is replaced here.
+    """
+
+    def __init__(self, backlog: Backlog | None = None, **options: Any) -> None:
+        """backlog: what holds submitted jobs until they run (the executor); passes wait while
+        it holds many (see passes.next_pass). options: as for AsyncIOScheduler."""
         super().__init__(**options)
+        self._backlog = backlog
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="job-store")
+        # Set at start; every attribute below is read and written on this loop only.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
         self._pass: asyncio.Future[Any] | None = None
         self._again = False
-        # When the timer fires next (None: no timer); read and written on the loop only.
+        self._timer: asyncio.TimerHandle | None = None
+        # When the timer fires next (None: no timer).
         self._planned: float | None = None
         # The earliest job added while a pass was under way, which that pass may not have seen.
         self._added_during_pass: float | None = None
+        # Set while this thread adds a job: the wake-up that adding asks for is skipped.
         self._adding = threading.local()
 
-    def _real_add_job(self, job: Job, jobstore_alias: str, replace_existing: bool) -> None:
+    def start(self, paused: bool = False) -> None:
+        self._loop = asyncio.get_running_loop()  # as AsyncIOScheduler.start finds its loop
+        super().start(paused)
+
+    def add_job(self, *args: Any, **kwargs: Any) -> Job:
         # APScheduler wakes up for every job added, which at hundreds of new reminders a second
         # is a pass over the job store each; a job due after the planned wake-up needs none.
         self._adding.active = True
         try:
-            super()._real_add_job(job, jobstore_alias, replace_existing)
+            job: Job = super().add_job(*args, **kwargs)
         finally:
             self._adding.active = False
-        if job.next_run_time is not None:
-            self.wake_by(job.next_run_time)
+        # Unset while the scheduler is stopped: the job is added, and due-checked, at start.
+        due: datetime | None = getattr(job, "next_run_time", None)
+        if due is not None:
+            self.wake_by(due)
+        return job
 
     def wakeup(self) -> None:
-        if not getattr(self._adding, "active", False):
-            self._wakeup_now()
+        if getattr(self._adding, "active", False) or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._wakeup_now)
 
-    @run_in_event_loop  # type: ignore[untyped-decorator]
     def _wakeup_now(self) -> None:
-        self._stop_timer()
+        self._cancel_timer()
+        if self._closed:
+            return
         if self._pass is not None:
             self._again = True  # a pass is under way; run one more right after it
             return
@@ -120,13 +153,13 @@ class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
 
     def wake_by(self, due_time: datetime) -> None:
         """Make sure the scheduler wakes up by due_time, for a job stored behind its back."""
-        if self.state != STATE_RUNNING:
+        if self.state != STATE_RUNNING or self._loop is None:
             return
         due = due_time.timestamp()
-        if _running_loop() is self._eventloop:
+        if _running_loop() is self._loop:
             self._wake_by(due)  # on the loop already (POST /subscribe): no hop through its pipe
         else:
-            self._eventloop.call_soon_threadsafe(self._wake_by, due)
+            self._loop.call_soon_threadsafe(self._wake_by, due)
 
     def _wake_by(self, due: float) -> None:
         if self._pass is not None:
@@ -134,14 +167,19 @@ class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
                 self._added_during_pass = due
             return
         if self._planned is None or due < self._planned:
-            self._start_timer(max(due - time.time(), 0))
+            self._plan_pass(max(due - time.time(), 0))
 
-    def _start_timer(self, wait_seconds: float | None) -> None:
-        super()._start_timer(wait_seconds)
-        self._planned = None if wait_seconds is None else time.time() + wait_seconds
+    def _plan_pass(self, wait_seconds: float | None) -> None:
+        self._cancel_timer()
+        if wait_seconds is None or self._loop is None:
+            return
+        self._timer = self._loop.call_later(wait_seconds, self._wakeup_now)
+        self._planned = time.time() + wait_seconds
 
-    def _stop_timer(self) -> None:
-        super()._stop_timer()
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._planned = None
 
     def _pass_done(self, finished: asyncio.Future[Any]) -> None:
@@ -151,26 +189,22 @@ class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
         except Exception:
             logger.exception("a pass over the job store failed; retrying in %ss", STORE_RETRY_S)
             wait_seconds = STORE_RETRY_S
-        if self._eventloop is None:  # shut down meanwhile
+        if self._closed:
             return
-        if self._again:
-            self._again = False
-            wait_seconds = 0
-        if self._added_during_pass is not None:
-            added_wait = max(self._added_during_pass - time.time(), 0)
-            self._added_during_pass = None
-            if wait_seconds is None or added_wait < wait_seconds:
-                wait_seconds = added_wait
-        executor = self._executors.get("default")
-        if (
-            wait_seconds == 0
-            and isinstance(executor, RegistryExecutor)
-            and executor.waiting() > WAITING_BEFORE_NEXT_PASS
-        ):
-            executor.call_when_waiting_at_most(WAITING_BEFORE_NEXT_PASS, self._resume_passes)
-            # A fallback in case no job finishes meanwhile (every slot held by a long job).
-            wait_seconds = STORE_RETRY_S
-        self._start_timer(wait_seconds)
+        added = self._added_during_pass
+        plan = next_pass(
+            wait_seconds,
+            woken_during_pass=self._again,
+            added_due_in_s=None if added is None else added - time.time(),
+            waiting=0 if self._backlog is None else self._backlog.waiting(),
+            waiting_limit=WAITING_BEFORE_NEXT_PASS,
+            fallback_s=STORE_RETRY_S,
+        )
+        self._again = False
+        self._added_during_pass = None
+        if plan.resume_at_waiting is not None and self._backlog is not None:
+            self._backlog.call_when_waiting_at_most(plan.resume_at_waiting, self._resume_passes)
+        self._plan_pass(plan.wait_s)
 
     def _resume_passes(self) -> None:
         if self.state == STATE_RUNNING:
@@ -178,7 +212,10 @@ class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
 
     def shutdown(self, wait: bool = True) -> None:
         super().shutdown(wait)
+        self._closed = True
         self._store_thread.shutdown(wait=False)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._cancel_timer)
 
     async def finish_pass(self, timeout_s: float) -> bool:
         """Wait up to timeout_s for the pass under way, if any, to end; whether it did.
@@ -200,72 +237,79 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 class QuarantiningJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
-    """A SQLAlchemyJobStore that sets undecodable jobs aside instead of deleting them, and
-    removes the one-off jobs that a pass submitted in one statement at the end of the pass.
+    """A SQLAlchemyJobStore on JOBS that sets undecodable jobs aside instead of deleting them,
+    reads at most DUE_PER_PASS due jobs a pass, and removes the one-off jobs that a pass
+    submitted in one statement at the end of the pass.
 
     An engine passed in stays its owner's to dispose of: APScheduler's store disposes of it on
     shutdown, which orphaned the connections still checked out (a delivery finishing, a worker
     thread) in a pool that nobody closes, where the owner's wait for them could not see them.
     """
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self._owns_engine = "engine" not in options
-        # The thread of the pass under way, the stored run time of each due job it read, and
-        # the submitted jobs it will remove.
-        self._pass_thread: int | None = None
+    def __init__(self, *, engine: Engine | None = None, url: str | None = None) -> None:
+        super().__init__(engine=engine, url=url, tablename=JOBS.name)
+        # The same table as the one APScheduler declared, and the listing index with it.
+        self.jobs_t = JOBS
+        self._owns_engine = engine is None
+        # While a pass is under way: the stored run time of each due job it read. Then the
+        # submitted jobs it will remove.
         self._due_run_times: dict[str, float] = {}
         self._submitted: list[tuple[str, float]] = []
-
-    def start(self, scheduler: Any, alias: str) -> None:
-        super().start(scheduler, alias)
-        create_listing_index(self.engine, self.jobs_t)
 
     def shutdown(self) -> None:
         if self._owns_engine:
             super().shutdown()
 
     def get_due_jobs(self, now: datetime) -> list[Job]:
-        # A pass starts with this call and ends with get_next_run_time (APScheduler's order).
+        # A pass starts with this call and ends with get_next_run_time; in between, it holds the
+        # scheduler's job store lock (BaseScheduler._process_jobs), so every remove_job meanwhile
+        # is the pass's own: the one-off jobs it submitted.
         self._remove_submitted()
-        self._due_run_times = {}
-        due = self.jobs_t.c.next_run_time <= datetime_to_utc_timestamp(now)
-        jobs = self._get_jobs(due, remember=self._due_run_times, limit=DUE_PER_PASS)
-        self._pass_thread = threading.get_ident()
+        due = JOBS.c.next_run_time <= datetime_to_utc_timestamp(now)
+        read: dict[str, float] = {}
+        jobs = self._read(due, remember=read, limit=DUE_PER_PASS)
+        self._due_run_times = read
         return jobs
 
     def remove_job(self, job_id: str) -> None:
         run_time = self._due_run_times.get(job_id)
-        if self._pass_thread == threading.get_ident() and run_time is not None:
-            # APScheduler deletes each submitted one-off job in its own transaction: 5,000
-            # commits when 5,000 reminders fall due together.
-            self._submitted.append((job_id, run_time))
+        if run_time is None:
+            super().remove_job(job_id)
             return
-        super().remove_job(job_id)
+        # APScheduler deletes each submitted one-off job in its own transaction: 5,000 commits
+        # when 5,000 reminders fall due together.
+        self._submitted.append((job_id, run_time))
 
     def get_next_run_time(self) -> datetime | None:
         self._remove_submitted()
         next_run_time: datetime | None = super().get_next_run_time()
         return next_run_time
 
+    def get_all_jobs(self) -> list[Job]:
+        jobs = self._read()
+        jobs.sort(key=lambda job: job.next_run_time is None)  # paused jobs last, as APScheduler
+        return jobs
+
     def _remove_submitted(self) -> None:
-        self._pass_thread = None
+        self._due_run_times = {}  # the pass is over
         if not self._submitted:
             return
         # Only the row as it was read: a job that already ran and stored a retry under the
         # same id has a new run time, and that retry stays.
         with self.engine.begin() as connection:
-            delete_rows(connection, self.jobs_t, ("id", "next_run_time"), self._submitted)
+            delete_rows(connection, JOBS, ("id", "next_run_time"), self._submitted)
         self._submitted = []
 
-    def _get_jobs(
+    def _read(
         self,
         *conditions: Any,
         remember: dict[str, float] | None = None,
         limit: int | None = None,
     ) -> list[Job]:
+        """The jobs that match conditions, by next run time; those that cannot be restored are
+        quarantined (where APScheduler's _get_jobs deletes them)."""
         jobs: list[Job] = []
-        query = select(self.jobs_t).order_by(self.jobs_t.c.next_run_time).limit(limit)
+        query = select(JOBS).order_by(JOBS.c.next_run_time).limit(limit)
         if conditions:
             query = query.where(and_(*conditions))
         with self.engine.begin() as connection:
@@ -296,18 +340,7 @@ class QuarantiningJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
                 quarantined_at=utcnow(),
             )
         )
-        connection.execute(delete(self.jobs_t).where(self.jobs_t.c.id == row.id))
-
-
-def create_listing_index(engine: Engine, jobs_table: Table) -> None:
-    """Index the job table by (next_run_time, id), unless it is already.
-
-    Without it, a page of GET /jobs over jobs due at the same instant (a burst of reminders)
-    first sorts every one of them by id: 20 ms for 5,000 on PostgreSQL, on every page.
-    """
-    Index(LISTING_INDEX, jobs_table.c.next_run_time, jobs_table.c.id).create(
-        engine, checkfirst=True
-    )
+        connection.execute(delete(JOBS).where(JOBS.c.id == row.id))
 
 
 def build_scheduler(
@@ -321,7 +354,8 @@ def build_scheduler(
         executor: runs the jobs with the service's context.
     """
     return OffLoopScheduler(
-        jobstores={"default": QuarantiningJobStore(engine=engine, tablename=JOBS_TABLE)},
+        backlog=executor,
+        jobstores={"default": QuarantiningJobStore(engine=engine)},
         executors={"default": executor},
         job_defaults=JOB_DEFAULTS,
         timezone=settings.zone,

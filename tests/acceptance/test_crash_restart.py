@@ -10,9 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import column, create_engine, delete, table, update
+from sqlalchemy import create_engine, delete, update
 
 from scheduler_app.db.models import Task
+from scheduler_app.engine.scheduler import JOBS
 from tests.acceptance.conftest import ServiceFactory
 from tests.acceptance.service import Service, smtp_environment
 from tests.support import SmtpSink, outbox_messages, reminder_ids
@@ -120,12 +121,11 @@ def test_reminders_whose_job_vanished_mid_delivery_are_recovered_on_start(
 
     # The state a SIGKILL during delivery leaves: APScheduler already removed the date job from
     # its store, the reminder row still says 'scheduled', and its due time has passed.
-    jobs = table("apscheduler_jobs", column("id"))
     engine = create_engine(database_url)
     try:
         with engine.begin() as connection:
             removed = connection.execute(
-                delete(jobs).where(jobs.c.id.in_([f"reminder:{rid}" for rid in ids]))
+                delete(JOBS).where(JOBS.c.id.in_([f"reminder:{rid}" for rid in ids]))
             ).rowcount
             overdue = connection.execute(
                 update(Task)

@@ -30,7 +30,7 @@ from scheduler_app.db.engine import create_db_engine, create_session_factory
 from scheduler_app.db.migrate import upgrade_database
 from scheduler_app.db.models import JobRun, RunOutcome, Task
 from scheduler_app.engine import runs
-from scheduler_app.engine.scheduler import JOBS, JOBS_TABLE, QuarantiningJobStore
+from scheduler_app.engine.scheduler import JOBS
 from scheduler_app.reminders import service as reminders
 from scheduler_app.settings import ReminderSettings
 from tests.support import fresh_postgres_database, postgres_refusing_connections
@@ -237,7 +237,6 @@ def test_a_run_started_and_finished_in_one_batch_ends_finished(
 def test_concurrent_requests_with_one_idempotency_key_create_one_reminder(
     engine: Engine, writer: BatchWriter
 ) -> None:
-    QuarantiningJobStore(engine=engine, tablename=JOBS_TABLE).jobs_t.create(engine, checkfirst=True)
     limits = ReminderSettings()
     due = NOW + timedelta(hours=1)
 

@@ -27,7 +27,7 @@ WINDOW = timedelta(hours=24)
 
 @pytest.fixture
 def job_store(engine: Engine) -> Iterator[scheduler.QuarantiningJobStore]:
-    store = scheduler.QuarantiningJobStore(engine=engine, tablename=scheduler.JOBS_TABLE)
+    store = scheduler.QuarantiningJobStore(engine=engine)
     store.start(BackgroundScheduler(timezone=UTC), "default")  # creates the job table
     yield store
     store.shutdown()

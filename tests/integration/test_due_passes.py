@@ -37,7 +37,7 @@ def test_a_pass_reads_the_earliest_due_jobs_up_to_its_limit(
     due = [now - timedelta(seconds=BURST - n) for n in range(BURST)]
     job_ids = seed_reminder_jobs(database_url, [*due, now + timedelta(hours=1)])
     monkeypatch.setattr(scheduler, "DUE_PER_PASS", PER_PASS)
-    store = scheduler.QuarantiningJobStore(url=database_url, tablename=scheduler.JOBS_TABLE)
+    store = scheduler.QuarantiningJobStore(url=database_url)
     store.start(BackgroundScheduler(timezone=UTC), "default")
     try:
         first_pass = store.get_due_jobs(now)

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import column, create_engine, insert, select, table, update
+from sqlalchemy import create_engine, insert, select, update
 
 from scheduler_app.app import create_app
+from scheduler_app.engine.scheduler import JOBS
 from tests.support import ADMIN, make_settings, outbox_messages, seed_reminder_jobs, wait_until
-
-JOBS = table("apscheduler_jobs", column("id"), column("next_run_time"), column("job_state"))
 
 
 def test_undecodable_jobs_are_quarantined_and_the_rest_runs(

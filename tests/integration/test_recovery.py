@@ -13,7 +13,7 @@ from scheduler_app.app import create_app
 from scheduler_app.db.engine import create_db_engine, create_session_factory
 from scheduler_app.db.migrate import upgrade_database
 from scheduler_app.db.models import Task
-from scheduler_app.engine.scheduler import JOBS, JOBS_TABLE, QuarantiningJobStore, task_job_id
+from scheduler_app.engine.scheduler import JOBS, task_job_id
 from scheduler_app.reminders import service as reminders
 from scheduler_app.settings import Settings
 from tests.support import make_settings, outbox_messages, wait_for_status
@@ -23,7 +23,6 @@ def store_reminder_without_job(settings: Settings, due: datetime) -> str:
     """The state a crash mid-delivery leaves: the row is scheduled, the job is gone."""
     engine = create_db_engine(settings.database_url)
     upgrade_database(engine)
-    QuarantiningJobStore(engine=engine, tablename=JOBS_TABLE).jobs_t.create(engine, checkfirst=True)
     created_at = due - timedelta(minutes=5)
     with create_session_factory(engine)() as session:
         request = ReminderCreate(email="ada@example.com", delay_seconds=300)

@@ -17,7 +17,6 @@ from scheduler_app.cron.crontab import CrontabTrigger
 from scheduler_app.engine.executor import registered_job
 from scheduler_app.engine.scheduler import (
     JOBS,
-    JOBS_TABLE,
     QuarantiningJobStore,
     schedule_task_job,
     task_job_row,
@@ -27,7 +26,7 @@ from scheduler_app.engine.scheduler import (
 def test_the_row_matches_what_add_job_stores(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
     scheduler = BackgroundScheduler(
-        jobstores={"default": QuarantiningJobStore(engine=engine, tablename=JOBS_TABLE)},
+        jobstores={"default": QuarantiningJobStore(engine=engine)},
         job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         timezone=UTC,
     )
@@ -61,7 +60,7 @@ def test_jobs_stored_under_the_old_module_paths_still_load(
     before the engine and cron packages existed name scheduler_app.executor and
     scheduler_app.cron."""
     engine = create_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
-    store = QuarantiningJobStore(engine=engine, tablename=JOBS_TABLE)
+    store = QuarantiningJobStore(engine=engine)
     store.jobs_t.create(engine, checkfirst=True)
     due = datetime(2026, 12, 24, 18, 0, tzinfo=UTC)
     old_task = pickle.loads(task_job_row("deliver_reminder", "reminder", "r-1", due)["job_state"])  # noqa: S301
