@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
-from scheduler_app.db.engine import UNREACHABLE, SessionFactory
+from scheduler_app.db.engine import SessionFactory, database_unavailable, describe_unavailable
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -374,7 +374,7 @@ class BatchWriter:
 
     def _fail(self, batch: list[_Step[Any]], error: Exception) -> list[_Step[Any]]:
         """Hand each step the error, except those to hold: returned, in order."""
-        if not isinstance(error, UNREACHABLE):
+        if not database_unavailable(error):
             _settle(batch, [], error)
             return []
         self._held_error = error
@@ -417,8 +417,7 @@ class BatchWriter:
 
 
 def _reason(error: Exception | None) -> str:
-    original = getattr(error, "orig", None) or error
-    return " ".join(str(original).split())[:200]
+    return "no error recorded" if error is None else describe_unavailable(error)
 
 
 def _settle(batch: list[_Step[Any]], results: list[Any], error: Exception | None) -> None:
