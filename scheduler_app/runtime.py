@@ -1,4 +1,8 @@
-"""The running service: database, mail backend, scheduler and recovery, started and stopped once."""
+"""The running service: database, mail backend, scheduler and recovery, started and stopped once.
+
+What runs in the background is a service (see `scheduler_app.services`), started and stopped here
+through one `Services` group.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,6 @@ from typing import Any, TypeVar, cast
 
 from apscheduler.schedulers.base import STATE_RUNNING
 from sqlalchemy import Connection, Engine, event
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
 
@@ -34,12 +37,7 @@ from scheduler_app.db.engine import (
 )
 from scheduler_app.db.migrate import upgrade_database
 from scheduler_app.engine import runs
-from scheduler_app.engine.executor import (
-    JobContext,
-    RegisteredJob,
-    RegistryExecutor,
-    finish_or_cancel,
-)
+from scheduler_app.engine.executor import JobContext, RegisteredJob, RegistryExecutor
 from scheduler_app.engine.scheduler import (
     OffLoopScheduler,
     build_scheduler,
@@ -47,10 +45,12 @@ from scheduler_app.engine.scheduler import (
     stored_job_ids,
     unschedule_task_job,
 )
+from scheduler_app.engine.services import JobDispatch, RecoverySweep, SchedulerService
 from scheduler_app.errors import ConfigError
 from scheduler_app.reminders.job import REMINDER_JOB
 from scheduler_app.reminders.service import Reminders
 from scheduler_app.security import resolve_admin_token, resolve_secret_key
+from scheduler_app.services import BackgroundService, ClosedOnStop, Services, WorkerThread
 from scheduler_app.settings import Settings, load_settings
 from scheduler_app.tasks import recovery
 
@@ -70,11 +70,9 @@ class Runtime:
     secret_key: bytes
     executor: RegistryExecutor
     scheduler: OffLoopScheduler
-    checkpointer: WalCheckpointer | None = None
     reminders: Reminders = field(init=False, repr=False)
     subscribe_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
-    _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
-    _stopping: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    services: Services = field(default_factory=Services, repr=False)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     _sighup: bool = field(default=False, repr=False)
     _background: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
@@ -99,7 +97,6 @@ class Runtime:
         sessions = create_session_factory(engine)
         mail = build_mail_backend(settings.mail)
         writer = BatchWriter(sessions)
-        writer.start()
         context = JobContext(
             settings=settings, sessions=sessions, channels={EMAIL: mail}, clock=clock, writer=writer
         )
@@ -115,7 +112,6 @@ class Runtime:
             secret_key=await asyncio.to_thread(resolve_secret_key, settings, engine),
             executor=executor,
             scheduler=build_scheduler(settings, engine, executor),
-            checkpointer=checkpointer,
             subscribe_limiter=RateLimiter(settings.reminders.per_client_per_minute),
         )
         runtime.reminders = Reminders(
@@ -129,18 +125,16 @@ class Runtime:
             unschedule=partial(runtime.unschedule_task, REMINDER_JOB),
             wake_by=runtime.scheduler.wake_by,
         )
-        # Started paused so that recovery and reconciling see the store before any job runs; a
-        # process with the scheduler disabled stays paused: it stores jobs but never runs them.
-        runtime.scheduler.start(paused=True)
-        await runtime.apply_job_specs(specs)
-        if settings.scheduler.enabled:
-            await asyncio.to_thread(runtime.in_session, runs.close_interrupted_runs, clock())
-            await asyncio.to_thread(runtime.in_session, recovery.reset_interrupted, clock())
-            await runtime.recover()
-            runtime.scheduler.resume()
-            runtime._sweeper = asyncio.create_task(runtime._sweep(), name="reminder-recovery")
-        if checkpointer is not None:
-            checkpointer.start()
+        runtime.services = Services(runtime._background_services(checkpointer))
+        try:
+            await runtime.services.start()
+            await runtime.apply_job_specs(specs)
+            # Today the process that runs the scheduler is the one whose settings enable it.
+            if settings.scheduler.enabled:
+                await runtime.services.start_leader()
+        except BaseException:
+            await runtime.services.stop()
+            raise
         runtime._listen_for_sighup()
         logger.info(
             "scheduler-app started: database %s, mail backend %s, scheduler %s, %d cron job(s)",
@@ -160,23 +154,7 @@ class Runtime:
         """
         timeout_s = self.settings.scheduler.shutdown_timeout_s
         self._stop_listening_for_sighup()
-        self._stopping.set()
-        if self._sweeper is not None:
-            await finish_or_cancel({self._sweeper}, timeout_s)
-        if self.scheduler.running:
-            self.scheduler.pause()
-        unfinished = await self.executor.drain(timeout_s)
-        if unfinished:
-            logger.warning("%d job(s) did not finish in time; recovery resumes them", unfinished)
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-            await asyncio.sleep(0)  # AsyncIOScheduler shuts down in a loop callback
-        if not await self.scheduler.finish_pass(timeout_s):
-            logger.warning("a pass over the job store did not finish in %ss", timeout_s)
-        await asyncio.to_thread(self.writer.stop)
-        if self.checkpointer is not None:
-            await asyncio.to_thread(self.checkpointer.stop)
-        await self.mail.close()
+        await self.services.stop()
         if self._loop_reader is not None:
             self._loop_reader.close()
         if not await _connections_returned(self.engine, timeout_s):
@@ -218,26 +196,37 @@ class Runtime:
             horizon,
         )
 
-    async def _sweep(self) -> None:
-        # Periodically, too: a reminder whose job could not be stored (database hiccup) is picked
-        # up without waiting for a restart.
-        interval_s = self.settings.scheduler.recovery_interval_s
-        while not await _set_within(self._stopping, interval_s):
-            try:
-                await self.recover()
-                # Jobs stored by processes that do not run the scheduler are due-checked too.
-                self.scheduler.wakeup()
-            except (OperationalError, InterfaceError) as exc:
-                logger.warning(
-                    "reminder recovery pass: database unavailable (%s); retrying in %ss",
-                    " ".join(str(exc.orig or exc).split())[:200],
-                    self.settings.scheduler.recovery_interval_s,
-                )
-            except Exception:
-                logger.exception(
-                    "reminder recovery pass failed; retrying in %ss",
-                    self.settings.scheduler.recovery_interval_s,
-                )
+    async def _catch_up(self) -> None:
+        """What a crash left behind: runs recorded as under way are closed, interrupted tasks
+        scheduled again, lost jobs given back."""
+        await asyncio.to_thread(self.in_session, runs.close_interrupted_runs, self.clock())
+        await asyncio.to_thread(self.in_session, recovery.reset_interrupted, self.clock())
+        await self.recover()
+
+    def _background_services(self, checkpointer: WalCheckpointer | None) -> list[BackgroundService]:
+        """Every background service, in the order they start; they stop in the reverse order.
+
+        The scheduler's jobs write through the batch writer, and the writer's commits leave
+        checkpoints to the checkpointer: each stops after what uses it.
+        """
+        timeout_s = self.settings.scheduler.shutdown_timeout_s
+        services: list[BackgroundService] = [
+            ClosedOnStop(f"mail ({self.mail.name})", self.mail.close)
+        ]
+        if checkpointer is not None:
+            services.append(WorkerThread("WAL checkpointer", checkpointer))
+        services += [
+            WorkerThread("batch writer", self.writer),
+            SchedulerService(self.scheduler, self.executor, timeout_s),
+            JobDispatch(self.scheduler, self._catch_up),
+            RecoverySweep(
+                self.recover,
+                self.scheduler.wakeup,
+                self.settings.scheduler.recovery_interval_s,
+                timeout_s,
+            ),
+        ]
+        return services
 
     def in_session(self, work: Callable[..., T], *args: Any) -> T:
         """work(session, *args) in a session of its own (blocking: call it in a worker thread)."""
@@ -303,14 +292,6 @@ class Runtime:
             )
         else:
             logger.info("SIGHUP: configuration reloaded: %s", plan.summary())
-
-
-async def _set_within(event: asyncio.Event, timeout_s: float) -> bool:
-    try:
-        await asyncio.wait_for(event.wait(), timeout_s)
-    except TimeoutError:
-        return False
-    return True
 
 
 async def _connections_returned(engine: Engine, timeout_s: float) -> bool:

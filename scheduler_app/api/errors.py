@@ -17,11 +17,12 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, StatementError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
+from scheduler_app.db.engine import database_unavailable
 from scheduler_app.errors import (
     ConfigError,
     Conflict,
@@ -139,15 +140,6 @@ def allowed_methods(app: FastAPI, path: str) -> set[str]:
 
 
 _METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"})
-
-
-def database_unavailable(exc: BaseException) -> bool:
-    """Whether exc says the database cannot serve now (locked, gone, connection lost, pool full),
-    as opposed to refusing this statement (constraint, data, SQL errors), which retrying won't fix.
-    """
-    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:

@@ -35,7 +35,7 @@ from scheduler_app.db.batching import (
     one_by_one,
     split_held,
 )
-from scheduler_app.db.engine import UNREACHABLE, SessionFactory
+from scheduler_app.db.engine import SessionFactory, database_unavailable, describe_unavailable
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -371,7 +371,7 @@ class BatchWriter:
 
     def _fail(self, batch: list[_Step[Any]], error: Exception) -> list[_Step[Any]]:
         """Hand each step the error, except those to hold: returned, in order."""
-        if not isinstance(error, UNREACHABLE):
+        if not database_unavailable(error):
             _settle(batch, [], error)
             return []
         self._held_error = error
@@ -413,8 +413,7 @@ class BatchWriter:
 
 
 def _reason(error: Exception | None) -> str:
-    original = getattr(error, "orig", None) or error
-    return " ".join(str(original).split())[:200]
+    return "no error recorded" if error is None else describe_unavailable(error)
 
 
 def _settle(batch: list[_Step[Any]], results: list[Any], error: Exception | None) -> None:

@@ -10,15 +10,14 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, StatementError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler_app.files import create_private_file
 
 SessionFactory = sessionmaker[Session]
 T = TypeVar("T")
-# What a database that cannot be reached (down, restarting, locked) raises: worth trying again.
-UNREACHABLE = (OperationalError, InterfaceError)
 logger = logging.getLogger(__name__)
 # How long a SQLite writer waits for the lock before "database is locked": long enough for
 # ordinary contention, short enough that a request answers 503 instead of hanging.
@@ -79,6 +78,25 @@ def ping(engine: Engine) -> None:
             connection.execute(text("SELECT 1"))
 
 
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether exc says the database cannot serve now (down, restarting, locked, connection lost,
+    pool exhausted): worth trying again later. A refusal of the statement itself (constraint,
+    data or SQL errors) is not: trying again would fail alike.
+
+    Args:
+        exc: any exception, from the database or not.
+    """
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def describe_unavailable(exc: BaseException) -> str:
+    """What the driver said, on one line of at most 200 characters, for a log."""
+    cause = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
+    return " ".join(str(cause).split())[:200]
+
+
 async def with_db_retries(
     step: Callable[[], Awaitable[T]], *, attempts: int = 6, first_delay_s: float = 0.5
 ) -> T:
@@ -88,11 +106,12 @@ async def with_db_retries(
     for attempt in range(1, attempts + 1):
         try:
             return await step()
-        except UNREACHABLE as exc:
-            if attempt == attempts:
+        except Exception as exc:
+            if attempt == attempts or not database_unavailable(exc):
                 raise
-            reason = " ".join(str(exc.orig or exc).split())[:200]
-            logger.warning("database unavailable (%s); retrying in %.1f s", reason, delay)
+            logger.warning(
+                "database unavailable (%s); retrying in %.1f s", describe_unavailable(exc), delay
+            )
             await asyncio.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
