@@ -25,8 +25,10 @@ from scheduler_app.db.paging import (
     STRICT,
     TIME_POSITION,
     CursorId,
-    decode_cursor,
+    TimePosition,
     encode_cursor,
+    keyset_page,
+    older_than,
     time_cursor,
 )
 from scheduler_app.engine.scheduler import JOBS, REMINDER_JOB_PREFIX
@@ -54,6 +56,7 @@ JobsPosition = Annotated[
 _JOBS_POSITION: TypeAdapter[tuple[int, float | None, str]] = TypeAdapter(
     JobsPosition, config=STRICT
 )
+_FIRST_JOB = (_SCHEDULED, None, None)
 
 
 def _is_reminder(job_id: str) -> bool:
@@ -102,10 +105,7 @@ def list_jobs(
     session: Session, *, kind: JobKind | None, q: str | None, limit: int, cursor: str | None
 ) -> JobsPage:
     """One page of jobs by next run time, paused ones last."""
-    phase, after_time, after_id = (
-        decode_cursor(cursor, _JOBS_POSITION) if cursor else (_SCHEDULED, None, None)
-    )
-    values: dict[str, Any] = {"after_time": after_time, "after_id": after_id}
+    values: dict[str, Any] = {}
     if kind == "cron":
         values["cron_ids"] = session.scalars(select(CronJob.id)).all()
 
@@ -126,19 +126,25 @@ def list_jobs(
             statement = statement.where(matching)
         return session.execute(statement, {**values, "limit": count}).all()
 
-    rows: list[Row[Any]] = []
-    if phase == _SCHEDULED:
-        rows += part(_SCHEDULED, after_id is not None, limit + 1)
-    if len(rows) <= limit:
-        rows += part(_PAUSED, phase == _PAUSED, limit + 1 - len(rows))
+    def fetch(position: tuple[int, float | None, str | None] | None, count: int) -> list[Row[Any]]:
+        phase, after_time, after_id = position or _FIRST_JOB
+        values.update(after_time=after_time, after_id=after_id)
+        rows: list[Row[Any]] = []
+        if phase == _SCHEDULED:
+            rows += part(_SCHEDULED, after_id is not None, count)
+        if len(rows) < count:
+            rows += part(_PAUSED, phase == _PAUSED, count - len(rows))
+        return rows
 
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = None
-    if more:
-        last = page[-1]
-        state = _PAUSED if last.next_run_time is None else _SCHEDULED
-        next_cursor = encode_cursor(state, last.next_run_time, last.id)
-    return JobsPage(items=[_item(row) for row in page], next_cursor=next_cursor)
+    page = keyset_page(
+        fetch, cursor=cursor, position=_JOBS_POSITION, limit=limit, cursor_after=_cursor_after
+    )
+    return JobsPage(items=[_item(row) for row in page.items], next_cursor=page.next_cursor)
+
+
+def _cursor_after(row: Row[Any]) -> str:
+    phase = _PAUSED if row.next_run_time is None else _SCHEDULED
+    return encode_cursor(phase, row.next_run_time, row.id)
 
 
 @lru_cache(maxsize=16)
@@ -197,25 +203,25 @@ def list_runs(
         query = query.where(JobRun.job_id == job_id)
     if outcome is not None:
         query = query.where(JobRun.outcome == outcome)
-    if cursor:
-        moment, run_id = decode_cursor(cursor, TIME_POSITION)
-        query = query.where(
-            or_(
-                JobRun.scheduled_for < moment,
-                and_(JobRun.scheduled_for == moment, JobRun.id < run_id),
-            )
-        )
-    found = session.scalars(
-        query.order_by(JobRun.scheduled_for.desc(), JobRun.id.desc()).limit(limit + 1)
-    ).all()
-    page = found[:limit]
-    next_cursor = None
-    if len(found) > limit:
-        next_cursor = time_cursor(page[-1].scheduled_for, page[-1].id)
-    return RunsPage(
-        items=[RunPublic.model_validate(run, from_attributes=True) for run in page],
-        next_cursor=next_cursor,
+
+    def fetch(before: TimePosition | None, count: int) -> Sequence[JobRun]:
+        older = query
+        if before is not None:
+            older = query.where(older_than(JobRun.scheduled_for, JobRun.id, before))
+        newest_first = older.order_by(JobRun.scheduled_for.desc(), JobRun.id.desc())
+        return session.scalars(newest_first.limit(count)).all()
+
+    page = keyset_page(
+        fetch, cursor=cursor, position=TIME_POSITION, limit=limit, cursor_after=_run_cursor
     )
+    return RunsPage(
+        items=[RunPublic.model_validate(run, from_attributes=True) for run in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+def _run_cursor(run: JobRun) -> str:
+    return time_cursor(run.scheduled_for, run.id)
 
 
 def require_runs_or_job(session: Session, job_id: str) -> None:
