@@ -1,16 +1,21 @@
 """Operator service: list and inspect every scheduled job, pause, resume, cancel, run now.
 
+`JobsService` is what the routes call, one method per action; the functions below it do the
+work in a session they are given.
+
 Listing reads the job store's `id` and `next_run_time` columns joined with the service's own
 tables; it never unpickles a stored job, so a page costs the same with 100 or 1,000,000 jobs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.base import BaseScheduler
@@ -19,7 +24,9 @@ from sqlalchemy import BindParameter, Row, Select, and_, bindparam, func, or_, s
 from sqlalchemy.orm import Session, aliased
 
 from scheduler_app.api.schemas import JobDetail, JobPublic, JobsPage, LastRun, RunPublic, RunsPage
+from scheduler_app.clock import Clock
 from scheduler_app.cron.crontab import describe_crontab
+from scheduler_app.db.engine import SessionFactory
 from scheduler_app.db.models import CronJob, JobRun, Reminder, ReminderStatus
 from scheduler_app.db.paging import (
     STRICT,
@@ -31,6 +38,7 @@ from scheduler_app.db.paging import (
     older_than,
     time_cursor,
 )
+from scheduler_app.engine.executor import RegistryExecutor
 from scheduler_app.engine.scheduler import JOBS, REMINDER_JOB_PREFIX
 from scheduler_app.errors import Conflict, NotFound
 from scheduler_app.reminders import service as reminders
@@ -38,6 +46,75 @@ from scheduler_app.reminders import service as reminders
 JobKind = Literal["cron", "reminder"]
 RECENT_RUNS = 10
 _SCHEDULED, _PAUSED = 0, 1
+T = TypeVar("T")
+
+
+class Reader(Protocol):
+    """Runs a read-only piece of work with a session; `indexed` when it follows an index."""
+
+    def __call__(self, work: Callable[[Session], T], *, indexed: bool) -> Awaitable[T]: ...
+
+
+@dataclass(frozen=True)
+class JobsService:
+    """The operator's actions on jobs, each in a session of its own."""
+
+    sessions: SessionFactory
+    scheduler: BaseScheduler
+    executor: RegistryExecutor
+    clock: Clock
+    read: Reader
+
+    async def page_json(
+        self, *, kind: JobKind | None, q: str | None, limit: int, cursor: str | None
+    ) -> str:
+        """One page of jobs (see list_jobs), as JSON."""
+
+        def dump_page(session: Session) -> str:
+            page = list_jobs(session, kind=kind, q=q, limit=limit, cursor=cursor)
+            return page.model_dump_json()
+
+        # The query and the JSON in one step: a plain route with a session takes four hops to a
+        # worker thread (opening the session, the query, FastAPI's validation of the answer,
+        # closing the session), and while deliveries keep the interpreter busy each hop waits
+        # its turn for it. Without a search, a page follows the listing index.
+        return await self.read(dump_page, indexed=q is None)
+
+    def detail(self, job_id: str) -> JobDetail:
+        with self.sessions() as session:
+            return get_job(session, job_id)
+
+    def runs(
+        self, *, job_id: str | None, outcome: str | None, limit: int, cursor: str | None
+    ) -> RunsPage:
+        """Runs of one job (404 for a job neither known nor run) or of all, newest first."""
+        with self.sessions() as session:
+            if job_id is not None:
+                require_runs_or_job(session, job_id)
+            return list_runs(session, job_id=job_id, outcome=outcome, limit=limit, cursor=cursor)
+
+    def pause(self, job_id: str) -> JobDetail:
+        with self.sessions() as session:
+            pause_job(session, self.scheduler, job_id, self.clock())
+            return get_job(session, job_id)
+
+    def resume(self, job_id: str) -> JobDetail:
+        with self.sessions() as session:
+            resume_job(session, self.scheduler, job_id, self.clock())
+            return get_job(session, job_id)
+
+    def cancel(self, job_id: str) -> None:
+        with self.sessions() as session:
+            cancel_job(session, self.scheduler, job_id, self.clock())
+
+    async def run_now(self, job_id: str) -> str:
+        """Start a run of the job now; its run id."""
+        name, args, kwargs = await asyncio.to_thread(self._runnable, job_id)
+        return await self.executor.run_now(job_id, name, args, kwargs)
+
+    def _runnable(self, job_id: str) -> tuple[str, Sequence[Any], dict[str, Any]]:
+        with self.sessions() as session:
+            return runnable(session, job_id)
 
 
 def _phase_matches_time(position: JobsPosition) -> JobsPosition:
