@@ -1,4 +1,4 @@
-"""Operator routes for jobs, cron and reminder alike: /jobs and /runs (admin token)."""
+"""Operator routes for jobs, cron and reminder alike: /jobs (admin token)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Response, status
 
 from scheduler_app.api.deps import AdminDep, JobsDep
+from scheduler_app.api.params import Cursor, Limit
 from scheduler_app.api.schemas import JobDetail, JobsPage, RunAccepted, RunsPage
 
 router = APIRouter(tags=["jobs"], dependencies=[AdminDep])
 
 JobId = Annotated[str, Path(max_length=200, description="e.g. daily-report or reminder:<uuid>")]
-Limit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]
-Cursor = Annotated[
-    str | None, Query(max_length=1000, description="`next_cursor` of the previous page.")
-]
-Outcome = Literal["success", "error", "missed", "running"]
-
 Responses = dict[int | str, dict[str, Any]]
 _AUTH: Responses = {401: {"description": "Missing or wrong admin token."}}
 _UNKNOWN: Responses = {404: {"description": "No scheduled job with this id."}}
@@ -94,11 +89,3 @@ async def run_job(job_id: JobId, jobs: JobsDep) -> RunAccepted:
     """Run a job once now, outside its schedule; its next run time does not change."""
     run_id = await jobs.run_now(job_id)
     return RunAccepted(job_id=job_id, run_id=run_id)
-
-
-@router.get("/runs", response_model=RunsPage, responses=_AUTH)
-def list_runs(
-    jobs: JobsDep, outcome: Outcome | None = None, limit: Limit = 50, cursor: Cursor = None
-) -> RunsPage:
-    """List recent runs across all jobs, newest first; `outcome=error` for what broke."""
-    return jobs.runs(job_id=None, outcome=outcome, limit=limit, cursor=cursor)
