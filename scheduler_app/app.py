@@ -8,7 +8,7 @@ from typing import TypedDict
 
 from fastapi import FastAPI
 
-from scheduler_app.api import admin, errors, health, jobs, reminders
+from scheduler_app.api import admin, errors, health, jobs, reminders, runs
 from scheduler_app.api.limits import MAX_BODY_BYTES, BodySizeLimit
 from scheduler_app.clock import Clock, utcnow
 from scheduler_app.engine.executor import RegisteredJob
@@ -57,6 +57,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.include_router(reminders.router)
     app.include_router(jobs.router)
+    app.include_router(runs.router)
     app.include_router(admin.router)
     app.include_router(health.router)
     return app

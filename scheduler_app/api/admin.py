@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from scheduler_app.api.deps import AdminDep, RuntimeDep, SessionDep
+from scheduler_app.api.deps import AdminDep, QuarantineDep, ReloadDep
 from scheduler_app.api.schemas import QuarantinedJobPublic, ReloadResult
-from scheduler_app.engine import quarantine
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 
@@ -19,9 +18,9 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
         422: {"description": "The file is invalid; nothing was changed. `detail` lists why."},
     },
 )
-async def reload_configuration(runtime: RuntimeDep) -> ReloadResult:
+async def reload_configuration(reload: ReloadDep) -> ReloadResult:
     """Re-read config.yaml and bring the cron jobs in line with it."""
-    plan = await runtime.reload()
+    plan = await reload()
     return ReloadResult(**plan.summary())
 
 
@@ -30,12 +29,9 @@ async def reload_configuration(runtime: RuntimeDep) -> ReloadResult:
     response_model=list[QuarantinedJobPublic],
     responses={401: {"description": "Missing or wrong admin token."}},
 )
-def list_quarantined_jobs(session: SessionDep) -> list[QuarantinedJobPublic]:
+def list_quarantined_jobs(quarantine: QuarantineDep) -> list[QuarantinedJobPublic]:
     """Stored jobs that could not be restored (renamed function, corrupt data), set aside."""
-    return [
-        QuarantinedJobPublic.model_validate(job, from_attributes=True)
-        for job in quarantine.list_quarantined(session)
-    ]
+    return quarantine.list_jobs()
 
 
 @router.post(
@@ -48,8 +44,7 @@ def list_quarantined_jobs(session: SessionDep) -> list[QuarantinedJobPublic]:
         409: {"description": "A job with this id is scheduled already."},
     },
 )
-def restore_quarantined_job(job_id: str, runtime: RuntimeDep, session: SessionDep) -> Response:
+def restore_quarantined_job(job_id: str, quarantine: QuarantineDep) -> Response:
     """Put a set-aside job back after the cause was repaired (e.g. the code deployed again)."""
-    quarantine.restore(session, job_id)
-    runtime.scheduler.wakeup()
+    quarantine.restore_job(job_id)
     return Response(status_code=204)

@@ -1,15 +1,18 @@
-"""Dependencies shared by the routes: the runtime, a database session, bearer tokens."""
+"""Dependencies shared by the routes: the services, a database session, bearer tokens."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from scheduler_app.cron.reconcile import ReconcilePlan
+from scheduler_app.engine.jobs import JobsService
+from scheduler_app.engine.quarantine import QuarantineService
 from scheduler_app.errors import Unauthorized
 from scheduler_app.runtime import Runtime
 
@@ -30,6 +33,30 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+async def get_jobs(runtime: RuntimeDep) -> JobsService:
+    return JobsService(
+        runtime.sessions, runtime.scheduler, runtime.executor, runtime.clock, runtime.read
+    )
+
+
+JobsDep = Annotated[JobsService, Depends(get_jobs)]
+
+
+async def get_quarantine(runtime: RuntimeDep) -> QuarantineService:
+    return QuarantineService(runtime.sessions, runtime.scheduler)
+
+
+QuarantineDep = Annotated[QuarantineService, Depends(get_quarantine)]
+Reload = Callable[[], Awaitable[ReconcilePlan]]
+
+
+async def get_reload(runtime: RuntimeDep) -> Reload:
+    return runtime.reload
+
+
+ReloadDep = Annotated[Reload, Depends(get_reload)]
 
 _bearer = HTTPBearer(auto_error=False, description="The admin token or a reminder's cancel token.")
 

@@ -19,7 +19,6 @@ from scheduler_app.api.schemas import (
     RetryFilter,
     RetryResult,
 )
-from scheduler_app.db.paging import TIME_POSITION, decode_cursor, time_cursor
 from scheduler_app.errors import TooManyRequests, Unauthorized
 from scheduler_app.reminders import service as reminders
 from scheduler_app.reminders.service import ReminderStatus
@@ -211,13 +210,8 @@ def list_reminders(
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> RemindersPage:
     """List reminders, most recently changed first; `status=failed` for the failed queue."""
-    before = decode_cursor(cursor, TIME_POSITION) if cursor else None
-    found = runtime.reminders.find(status, email, limit + 1, before)
-    page = found[:limit]
-    next_cursor = None
-    if len(found) > limit:
-        next_cursor = time_cursor(page[-1]["updated_at"], page[-1]["id"])
-    return RemindersPage(items=[_public(r) for r in page], next_cursor=next_cursor)
+    page = runtime.reminders.page(status, email, limit, cursor)
+    return RemindersPage(items=[_public(r) for r in page.items], next_cursor=page.next_cursor)
 
 
 @router.post(

@@ -1,17 +1,22 @@
 """Operator service: list and inspect every scheduled job, pause, resume, cancel, run now.
 
+`JobsService` is what the routes call, one method per action; the functions below it do the
+work in a session they are given.
+
 Listing reads the job store's `id` and `next_run_time` columns joined with the service's own
 tables; it never unpickles a stored job, so a page costs the same with 100 or 1,000,000 jobs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.base import BaseScheduler
@@ -20,16 +25,21 @@ from sqlalchemy import BindParameter, Row, Select, and_, bindparam, func, or_, s
 from sqlalchemy.orm import Session, aliased
 
 from scheduler_app.api.schemas import JobDetail, JobPublic, JobsPage, LastRun, RunPublic, RunsPage
+from scheduler_app.clock import Clock
 from scheduler_app.cron.crontab import describe_crontab
+from scheduler_app.db.engine import SessionFactory
 from scheduler_app.db.models import OPEN_STATUSES, CronJob, JobRun, Task, TaskStatus
 from scheduler_app.db.paging import (
     STRICT,
     TIME_POSITION,
     CursorId,
-    decode_cursor,
+    TimePosition,
     encode_cursor,
+    keyset_page,
+    older_than,
     time_cursor,
 )
+from scheduler_app.engine.executor import RegistryExecutor
 from scheduler_app.engine.scheduler import JOBS, task_job_id
 from scheduler_app.errors import Conflict, NotFound
 from scheduler_app.reminders import service as reminders
@@ -38,6 +48,75 @@ from scheduler_app.reminders.job import REMINDER_JOB, REMINDER_JOB_PREFIX
 JobKind = Literal["cron", "reminder"]
 RECENT_RUNS = 10
 _SCHEDULED, _PAUSED = 0, 1
+T = TypeVar("T")
+
+
+class Reader(Protocol):
+    """Runs a read-only piece of work with a session; `indexed` when it follows an index."""
+
+    def __call__(self, work: Callable[[Session], T], *, indexed: bool) -> Awaitable[T]: ...
+
+
+@dataclass(frozen=True)
+class JobsService:
+    """The operator's actions on jobs, each in a session of its own."""
+
+    sessions: SessionFactory
+    scheduler: BaseScheduler
+    executor: RegistryExecutor
+    clock: Clock
+    read: Reader
+
+    async def page_json(
+        self, *, kind: JobKind | None, q: str | None, limit: int, cursor: str | None
+    ) -> str:
+        """One page of jobs (see list_jobs), as JSON."""
+
+        def dump_page(session: Session) -> str:
+            page = list_jobs(session, kind=kind, q=q, limit=limit, cursor=cursor)
+            return page.model_dump_json()
+
+        # The query and the JSON in one step: a plain route with a session takes four hops to a
+        # worker thread (opening the session, the query, FastAPI's validation of the answer,
+        # closing the session), and while deliveries keep the interpreter busy each hop waits
+        # its turn for it. Without a search, a page follows the listing index.
+        return await self.read(dump_page, indexed=q is None)
+
+    def detail(self, job_id: str) -> JobDetail:
+        with self.sessions() as session:
+            return get_job(session, job_id)
+
+    def runs(
+        self, *, job_id: str | None, outcome: str | None, limit: int, cursor: str | None
+    ) -> RunsPage:
+        """Runs of one job (404 for a job neither known nor run) or of all, newest first."""
+        with self.sessions() as session:
+            if job_id is not None:
+                require_runs_or_job(session, job_id)
+            return list_runs(session, job_id=job_id, outcome=outcome, limit=limit, cursor=cursor)
+
+    def pause(self, job_id: str) -> JobDetail:
+        with self.sessions() as session:
+            pause_job(session, self.scheduler, job_id, self.clock())
+            return get_job(session, job_id)
+
+    def resume(self, job_id: str) -> JobDetail:
+        with self.sessions() as session:
+            resume_job(session, self.scheduler, job_id, self.clock())
+            return get_job(session, job_id)
+
+    def cancel(self, job_id: str) -> None:
+        with self.sessions() as session:
+            cancel_job(session, self.scheduler, job_id, self.clock())
+
+    async def run_now(self, job_id: str) -> str:
+        """Start a run of the job now; its run id."""
+        name, args, kwargs = await asyncio.to_thread(self._runnable, job_id)
+        return await self.executor.run_now(job_id, name, args, kwargs)
+
+    def _runnable(self, job_id: str) -> tuple[str, Sequence[Any], dict[str, Any]]:
+        with self.sessions() as session:
+            return runnable(session, job_id)
 
 
 def _phase_matches_time(position: JobsPosition) -> JobsPosition:
@@ -56,6 +135,7 @@ JobsPosition = Annotated[
 _JOBS_POSITION: TypeAdapter[tuple[int, float | None, str]] = TypeAdapter(
     JobsPosition, config=STRICT
 )
+_FIRST_JOB = (_SCHEDULED, None, None)
 
 
 # The id of a reminder's job: reminder:<reminder id>.
@@ -108,10 +188,7 @@ def list_jobs(
     session: Session, *, kind: JobKind | None, q: str | None, limit: int, cursor: str | None
 ) -> JobsPage:
     """One page of jobs by next run time, paused ones last."""
-    phase, after_time, after_id = (
-        decode_cursor(cursor, _JOBS_POSITION) if cursor else (_SCHEDULED, None, None)
-    )
-    values: dict[str, Any] = {"after_time": after_time, "after_id": after_id}
+    values: dict[str, Any] = {}
     if kind == "cron":
         values["cron_ids"] = session.scalars(select(CronJob.id)).all()
 
@@ -133,19 +210,25 @@ def list_jobs(
             statement = statement.where(matching)
         return session.execute(statement, {**values, "limit": count}).all()
 
-    rows: list[Row[Any]] = []
-    if phase == _SCHEDULED:
-        rows += part(_SCHEDULED, after_id is not None, limit + 1)
-    if len(rows) <= limit:
-        rows += part(_PAUSED, phase == _PAUSED, limit + 1 - len(rows))
+    def fetch(position: tuple[int, float | None, str | None] | None, count: int) -> list[Row[Any]]:
+        phase, after_time, after_id = position or _FIRST_JOB
+        values.update(after_time=after_time, after_id=after_id)
+        rows: list[Row[Any]] = []
+        if phase == _SCHEDULED:
+            rows += part(_SCHEDULED, after_id is not None, count)
+        if len(rows) < count:
+            rows += part(_PAUSED, phase == _PAUSED, count - len(rows))
+        return rows
 
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = None
-    if more:
-        last = page[-1]
-        state = _PAUSED if last.next_run_time is None else _SCHEDULED
-        next_cursor = encode_cursor(state, last.next_run_time, last.id)
-    return JobsPage(items=[_item(row) for row in page], next_cursor=next_cursor)
+    page = keyset_page(
+        fetch, cursor=cursor, position=_JOBS_POSITION, limit=limit, cursor_after=_cursor_after
+    )
+    return JobsPage(items=[_item(row) for row in page.items], next_cursor=page.next_cursor)
+
+
+def _cursor_after(row: Row[Any]) -> str:
+    phase = _PAUSED if row.next_run_time is None else _SCHEDULED
+    return encode_cursor(phase, row.next_run_time, row.id)
 
 
 @lru_cache(maxsize=16)
@@ -204,25 +287,25 @@ def list_runs(
         query = query.where(JobRun.job_id == job_id)
     if outcome is not None:
         query = query.where(JobRun.outcome == outcome)
-    if cursor:
-        moment, run_id = decode_cursor(cursor, TIME_POSITION)
-        query = query.where(
-            or_(
-                JobRun.scheduled_for < moment,
-                and_(JobRun.scheduled_for == moment, JobRun.id < run_id),
-            )
-        )
-    found = session.scalars(
-        query.order_by(JobRun.scheduled_for.desc(), JobRun.id.desc()).limit(limit + 1)
-    ).all()
-    page = found[:limit]
-    next_cursor = None
-    if len(found) > limit:
-        next_cursor = time_cursor(page[-1].scheduled_for, page[-1].id)
-    return RunsPage(
-        items=[RunPublic.model_validate(run, from_attributes=True) for run in page],
-        next_cursor=next_cursor,
+
+    def fetch(before: TimePosition | None, count: int) -> Sequence[JobRun]:
+        older = query
+        if before is not None:
+            older = query.where(older_than(JobRun.scheduled_for, JobRun.id, before))
+        newest_first = older.order_by(JobRun.scheduled_for.desc(), JobRun.id.desc())
+        return session.scalars(newest_first.limit(count)).all()
+
+    page = keyset_page(
+        fetch, cursor=cursor, position=TIME_POSITION, limit=limit, cursor_after=_run_cursor
     )
+    return RunsPage(
+        items=[RunPublic.model_validate(run, from_attributes=True) for run in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+def _run_cursor(run: JobRun) -> str:
+    return time_cursor(run.scheduled_for, run.id)
 
 
 def require_runs_or_job(session: Session, job_id: str) -> None:
@@ -348,9 +431,7 @@ def _item(row: Row[Any]) -> JobPublic:
             id=job_id,
             kind="reminder",
             job=REMINDER_JOB,
-            description=f"Reminder to {email}: {json.loads(args)['subject']}"
-            if email
-            else "Reminder",
+            description=_reminder_description(email, args),
             trigger=f"date: {due}",
             schedule_text=f"Once, at {due}",
             next_run_time=next_run,

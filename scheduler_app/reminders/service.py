@@ -34,6 +34,7 @@ from scheduler_app.api.schemas import ReminderCreate
 from scheduler_app.clock import as_utc
 from scheduler_app.db.batch_writer import BatchWriter, Grouped
 from scheduler_app.db.models import OPEN_STATUSES, Task, TaskStatus
+from scheduler_app.db.paging import TIME_POSITION, Page, keyset_page, older_than, time_cursor
 from scheduler_app.errors import Conflict, Forbidden, InvalidField, NotFound, TooManyRequests
 from scheduler_app.ids import new_id
 from scheduler_app.reminders.job import REMINDER_JOB, REMINDER_JOB_PREFIX
@@ -451,10 +452,7 @@ def find_reminders(
     if finished_before is not None:
         query = query.where(Task.finished_at < finished_before)
     if before is not None:
-        at, reminder_id = before
-        query = query.where(
-            (Task.updated_at < at) | ((Task.updated_at == at) & (Task.id < reminder_id))
-        )
+        query = query.where(older_than(Task.updated_at, Task.id, before))
     query = query.order_by(Task.updated_at.desc(), Task.id.desc()).limit(limit)
     return list(session.scalars(query))
 
@@ -506,16 +504,25 @@ class Reminders:
             self.unschedule(reminder.id)
             return public_fields(task_fields(reminder)), admin
 
-    def find(
-        self,
-        status: ReminderStatus | None,
-        email: str | None,
-        limit: int,
-        before: tuple[datetime, str] | None,
-    ) -> list[dict[str, Any]]:
-        with self.sessions() as session:
-            found = find_reminders(session, status=status, email=email, limit=limit, before=before)
-            return [public_fields(task_fields(task), updated=True) for task in found]
+    def page(
+        self, status: ReminderStatus | None, email: str | None, limit: int, cursor: str | None
+    ) -> Page[dict[str, Any]]:
+        """A page of reminders, most recently changed first, and the cursor to the next."""
+
+        def fetch(before: tuple[datetime, str] | None, count: int) -> list[dict[str, Any]]:
+            with self.sessions() as session:
+                found = find_reminders(
+                    session, status=status, email=email, limit=count, before=before
+                )
+                return [public_fields(task_fields(task), updated=True) for task in found]
+
+        return keyset_page(
+            fetch,
+            cursor=cursor,
+            position=TIME_POSITION,
+            limit=limit,
+            cursor_after=lambda item: time_cursor(item["updated_at"], item["id"]),
+        )
 
     def retry(self, reminder_id: str) -> dict[str, Any]:
         """Schedule a failed or missed reminder again, now."""
