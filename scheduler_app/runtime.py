@@ -47,12 +47,14 @@ from scheduler_app.engine.scheduler import (
 )
 from scheduler_app.engine.services import JobDispatch, RecoverySweep, SchedulerService
 from scheduler_app.errors import ConfigError
+from scheduler_app.registry import missing_job
 from scheduler_app.reminders.job import REMINDER_JOB
 from scheduler_app.reminders.service import Reminders
 from scheduler_app.security import resolve_admin_token, resolve_secret_key
 from scheduler_app.services import BackgroundService, ClosedOnStop, Services, WorkerThread
 from scheduler_app.settings import Settings, load_settings
 from scheduler_app.tasks import recovery
+from scheduler_app.tasks.service import Tasks
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,6 +73,7 @@ class Runtime:
     executor: RegistryExecutor
     scheduler: OffLoopScheduler
     reminders: Reminders = field(init=False, repr=False)
+    tasks: Tasks = field(init=False, repr=False)
     subscribe_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
     services: Services = field(default_factory=Services, repr=False)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
@@ -100,7 +103,9 @@ class Runtime:
         context = JobContext(
             settings=settings, sessions=sessions, channels={EMAIL: mail}, clock=clock, writer=writer
         )
-        executor = RegistryExecutor(context, registry, settings.scheduler.max_concurrent_jobs)
+        executor = RegistryExecutor(
+            context, registry, settings.scheduler.max_concurrent_jobs, missing=missing_job
+        )
         runtime = cls(
             settings=settings,
             clock=clock,
@@ -124,6 +129,17 @@ class Runtime:
             schedule=partial(runtime.schedule_task, REMINDER_JOB),
             unschedule=partial(runtime.unschedule_task, REMINDER_JOB),
             wake_by=runtime.scheduler.wake_by,
+        )
+        runtime.tasks = Tasks(
+            settings=settings,
+            clock=clock,
+            sessions=sessions,
+            writer=writer,
+            registry=registry,
+            schedule_job=runtime.schedule_task,
+            unschedule_job=runtime.unschedule_task,
+            wake_by=runtime.scheduler.wake_by,
+            same_database=runtime.same_database,
         )
         runtime.services = Services(runtime._background_services(checkpointer))
         try:
@@ -173,6 +189,14 @@ class Runtime:
     @property
     def scheduler_running(self) -> bool:
         return bool(self.scheduler.state == STATE_RUNNING)
+
+    def same_database(self, session: Session) -> bool:
+        """Whether a session (the caller's own) is on this service's database."""
+        bind = session.get_bind()
+        url = bind.engine.url if isinstance(bind, Connection) else bind.url
+        return url.render_as_string(hide_password=False) == self.engine.url.render_as_string(
+            hide_password=False
+        )
 
     def job_id_prefix(self, job: str) -> str:
         entry = self.registry.get(job)

@@ -140,6 +140,18 @@ class ReportSettings(_Section):
     recipients: list[EmailStr] = Field(default_factory=list)
 
 
+class TaskSettings(_Section):
+    """Defaults for the tasks of your own jobs (a @job(...) option overrides each)."""
+
+    max_attempts: int = Field(8, ge=1, le=100, description="Attempts before 'failed'.")
+    retry_base_s: float = Field(30.0, gt=0, description="Wait after the first failed attempt.")
+    retry_max_s: float = Field(1800.0, gt=0, description="Longest wait between two attempts.")
+    timeout_s: float | None = Field(None, gt=0, description="An attempt running longer fails.")
+    # None: a task runs however late it is; else one later than this is 'missed'.
+    late_window_s: float | None = Field(None, gt=0)
+    max_delay_days: int = Field(366, ge=1, le=3660)
+
+
 class RetentionSettings(_Section):
     """How long finished things are kept; token_cleanup enforces it in batches."""
 
@@ -148,6 +160,9 @@ class RetentionSettings(_Section):
     )
     idempotency_key_hours: float = Field(24.0, ge=0)
     reminder_days: float = Field(90.0, ge=1, description="Finished reminders are then deleted.")
+    task_days: float = Field(
+        90.0, ge=1, description="Finished tasks of your jobs are then deleted."
+    )
     run_days: float = Field(30.0, ge=1, description="Run records are then deleted.")
     batch_size: int = Field(1000, ge=1, le=100_000)
 
@@ -178,6 +193,10 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     reports: ReportSettings = ReportSettings()
     retention: RetentionSettings = RetentionSettings()
+    tasks: TaskSettings = TaskSettings()
+    # Modules whose @job functions are registered, imported from the config file's folder first
+    # (as uvicorn's --app-dir); the default "jobs" only where such a package is there.
+    job_modules: list[str] = Field(default_factory=lambda: ["jobs"])
     # Raw entries; validated against the job registry by scheduler_app.cron.entries.
     jobs: list[Any] = Field(default_factory=list)
     # The YAML file these settings were read from, so that a reload reads it again.

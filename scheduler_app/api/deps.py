@@ -15,12 +15,22 @@ from scheduler_app.engine.jobs import JobsService
 from scheduler_app.engine.quarantine import QuarantineService
 from scheduler_app.errors import Unauthorized
 from scheduler_app.runtime import Runtime
+from scheduler_app.tasks.service import Tasks
 
 
 # The dependencies that do no I/O are coroutines: FastAPI runs a plain function in its thread
 # pool, a hop per request that cost more than the work.
 async def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.state.runtime
+    # The lifespan's state, or (a lifespan composed into the host app's own, whose state it
+    # does not yield) what Scheduler.lifespan left on the app.
+    runtime = getattr(request.state, "runtime", None) or getattr(
+        request.app.state, "scheduler_app", None
+    )
+    if not isinstance(runtime, Runtime):
+        raise RuntimeError(
+            "scheduler_app is not running: give the app lifespan=scheduler.lifespan, or enter "
+            "`async with scheduler.lifespan(app)` in the app's own lifespan"
+        )
     return runtime
 
 
@@ -42,6 +52,13 @@ async def get_jobs(runtime: RuntimeDep) -> JobsService:
 
 
 JobsDep = Annotated[JobsService, Depends(get_jobs)]
+
+
+async def get_tasks(runtime: RuntimeDep) -> Tasks:
+    return runtime.tasks
+
+
+TasksDep = Annotated[Tasks, Depends(get_tasks)]
 
 
 async def get_quarantine(runtime: RuntimeDep) -> QuarantineService:

@@ -21,7 +21,7 @@ _UNKNOWN: Responses = {404: {"description": "No scheduled job with this id."}}
 @router.get("/jobs", response_model=JobsPage, responses=_AUTH)
 async def list_jobs(
     jobs: JobsDep,
-    kind: Literal["cron", "reminder"] | None = None,
+    kind: Literal["cron", "reminder", "task"] | None = None,
     q: Annotated[
         str | None, Query(max_length=200, description="Part of id or description.")
     ] = None,

@@ -213,7 +213,7 @@ class JobPublic(BaseModel):
     )
 
     id: str
-    kind: Literal["cron", "reminder"]
+    kind: Literal["cron", "reminder", "task"]
     job: str = Field(description="The registered job function's name.")
     description: str
     trigger: str
@@ -292,3 +292,43 @@ class QuarantinedJobPublic(BaseModel):
     id: str
     error: str = Field(description="Why it could not be restored.")
     quarantined_at: datetime
+
+
+class TaskCreate(BaseModel):
+    """A task of one of your @job functions: at most one of delay_seconds or run_at (neither:
+    as soon as possible)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"job": "send_invoice", "args": {"order_id": 42}, "delay_seconds": 60}]
+        },
+    )
+
+    job: str = Field(min_length=1, max_length=100, description="A registered job's name.")
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="The job function's arguments, by parameter name."
+    )
+    delay_seconds: float | None = Field(None, gt=0, description="Seconds from now.")
+    run_at: Moment | None = Field(None, description="ISO 8601 with an offset.")
+
+
+class TaskPublic(BaseModel):
+    id: str
+    job: str
+    args: dict[str, Any]
+    status: str = Field(description="scheduled, running, succeeded, failed, cancelled or missed.")
+    run_at: datetime = Field(description="When the task is due, in UTC.")
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    next_attempt_at: datetime | None = Field(
+        description="When a failed attempt will be tried again, while it is scheduled."
+    )
+
+
+class TasksPage(BaseModel):
+    items: list[TaskPublic]
+    next_cursor: str | None

@@ -108,10 +108,11 @@ def db_upgrade(config: ConfigOption = None) -> None:
 
 def _job_specs(settings: Settings, exit_code: int) -> list[CronJobSpec]:
     from scheduler_app.builtin import REGISTRY
+    from scheduler_app.discovery import job_registry
     from scheduler_app.runtime import job_specs
 
     try:
-        return job_specs(settings, REGISTRY)
+        return job_specs(settings, job_registry(settings, REGISTRY))
     except ConfigError as exc:
         typer.echo(exc.message, err=True)
         raise typer.Exit(exit_code) from None

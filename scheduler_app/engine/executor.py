@@ -100,8 +100,21 @@ class RegisteredJob:
     # no entry of the file runs this job. An entry of the file replaces it (enabled: false
     # switches it off).
     default_entry: Mapping[str, Any] | None = None
-    # For a task job (func is a tasks.runner.TaskJob): the prefix of its tasks' job ids.
+    # The prefix of the job ids of its tasks (reminder:<id>, task:<id>).
     job_id_prefix: str = "task"
+    # For a job whose tasks are run by a separate function (your @job functions, whose `func`
+    # serves config.yaml's cron entries): run with (context, task id) for a task's job.
+    task: JobFunction | None = None
+    # What its tasks' arguments are checked against (tasks.arguments.Arguments), and the
+    # function itself (so that add_task(func) finds it), for your @job functions.
+    arguments: Any = None
+    function: Callable[..., Any] | None = None
+
+    def runner_for(self, job_id: str) -> JobFunction:
+        """What runs the scheduled job job_id: the task runner for one of its tasks."""
+        if self.task is not None and job_id.startswith(f"{self.job_id_prefix}:"):
+            return self.task
+        return self.func
 
 
 def registered_job(name: str, *args: Any, **kwargs: Any) -> NoReturn:
@@ -132,10 +145,14 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         context: JobContext,
         registry: Mapping[str, RegisteredJob],
         max_concurrent_jobs: int,
+        missing: Callable[[str], RegisteredJob] | None = None,
     ) -> None:
         super().__init__()
         self._context = context
         self._registry = registry
+        # Stands in for a job that stored work names but that is no longer registered (its
+        # module was dropped from job_modules): its tasks then fail visibly instead of waiting.
+        self._missing = missing
         # At most this many jobs run at once; the others wait there, not as tasks, so that
         # thousands falling due together never flood the event loop that answers the API.
         self._slots: JobSlots[tuple[Coroutine[Any, Any, Any], str], asyncio.Task[Any]] = JobSlots(
@@ -350,9 +367,11 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         outcome, error, retval = RunOutcome.SUCCESS, None, None
         try:
             entry = self._registry.get(name)
+            if entry is None and self._missing is not None:
+                entry = self._missing(name)
             if entry is None:
                 raise LookupError(f"no job named '{name}' is registered")
-            retval = await entry.func(self._context, *args, **kwargs)
+            retval = await entry.runner_for(job_id)(self._context, *args, **kwargs)
         except Missed as exc:
             outcome, error = RunOutcome.MISSED, str(exc)
         except RetryLater as exc:

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Protocol, TypeVar
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.base import BaseScheduler
 from pydantic import AfterValidator, Field, FiniteFloat, StrictInt, TypeAdapter
-from sqlalchemy import BindParameter, Row, Select, and_, bindparam, func, or_, select
+from sqlalchemy import BindParameter, Row, Select, and_, bindparam, case, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from scheduler_app.api.schemas import JobDetail, JobPublic, JobsPage, LastRun, RunPublic, RunsPage
@@ -42,10 +42,10 @@ from scheduler_app.db.paging import (
 from scheduler_app.engine.executor import RegistryExecutor
 from scheduler_app.engine.scheduler import JOBS, task_job_id
 from scheduler_app.errors import Conflict, NotFound
-from scheduler_app.reminders import service as reminders
 from scheduler_app.reminders.job import REMINDER_JOB, REMINDER_JOB_PREFIX
+from scheduler_app.tasks import store
 
-JobKind = Literal["cron", "reminder"]
+JobKind = Literal["cron", "reminder", "task"]
 RECENT_RUNS = 10
 _SCHEDULED, _PAUSED = 0, 1
 T = TypeVar("T")
@@ -142,8 +142,20 @@ _FIRST_JOB = (_SCHEDULED, None, None)
 REMINDER_JOB_ID_PREFIX = task_job_id(REMINDER_JOB_PREFIX, "")
 
 
+# The id of the job of a task of your own jobs: task:<task id>.
+TASK_JOB_ID_PREFIX = task_job_id("task", "")
+
+
 def _is_reminder(job_id: str) -> bool:
     return job_id.startswith(REMINDER_JOB_ID_PREFIX)
+
+
+def _task_id(job_id: str) -> str | None:
+    """The id of the task (a reminder's or one of your jobs') that job_id fires, if any."""
+    for prefix in (REMINDER_JOB_ID_PREFIX, TASK_JOB_ID_PREFIX):
+        if job_id.startswith(prefix):
+            return job_id.removeprefix(prefix)
+    return None
 
 
 @lru_cache(maxsize=1)
@@ -151,7 +163,13 @@ def _listing() -> Select[Any]:
     """Jobs with what a listing shows of them, their last run included: one statement, so that a
     page costs one round trip to the database (a page answered during a burst of deliveries waits
     for the interpreter lock at each one). Built once: building it took longer than running it."""
-    reminder_id = func.substr(JOBS.c.id, len(REMINDER_JOB_ID_PREFIX) + 1)
+    task_id = case(
+        (
+            JOBS.c.id.startswith(TASK_JOB_ID_PREFIX),
+            func.substr(JOBS.c.id, len(TASK_JOB_ID_PREFIX) + 1),
+        ),
+        else_=func.substr(JOBS.c.id, len(REMINDER_JOB_ID_PREFIX) + 1),
+    )
     # The latest run by scheduled time, found through the (job_id, scheduled_for) index.
     latest_run_id = (
         select(JobRun.id)
@@ -173,13 +191,14 @@ def _listing() -> Select[Any]:
         Task.recipient,
         Task.args,
         Task.run_at,
+        Task.job.label("task_job"),
         last_run.id.label("last_run_id"),
         last_run.outcome.label("last_run_outcome"),
         last_run.scheduled_for.label("last_run_scheduled_for"),
         last_run.finished_at.label("last_run_finished_at"),
     ).select_from(
         JOBS.outerjoin(CronJob, CronJob.id == JOBS.c.id)
-        .outerjoin(Task, Task.id == reminder_id)
+        .outerjoin(Task, Task.id == task_id)
         .outerjoin(last_run, last_run.id == latest_run_id)
     )
 
@@ -244,6 +263,8 @@ def _page_part(kind: JobKind | None, phase: int, after: bool) -> Select[Any]:
     query = _listing()
     if kind == "reminder":
         query = query.where(JOBS.c.id.startswith(REMINDER_JOB_ID_PREFIX))
+    elif kind == "task":
+        query = query.where(JOBS.c.id.startswith(TASK_JOB_ID_PREFIX))
     elif kind == "cron":
         # The config declares few cron jobs: look them up by key instead of scanning every
         # reminder job for the ones that are not.
@@ -313,10 +334,9 @@ def require_runs_or_job(session: Session, job_id: str) -> None:
     (which is between its job's removal and its first run record while a delivery starts)."""
     has_job = session.scalar(select(JOBS.c.id).where(JOBS.c.id == job_id)) is not None
     has_runs = session.scalar(select(JobRun.id).where(JobRun.job_id == job_id).limit(1))
-    is_reminder = _is_reminder(job_id) and (
-        session.get(Task, job_id.removeprefix(REMINDER_JOB_ID_PREFIX)) is not None
-    )
-    if not (has_job or has_runs or is_reminder):
+    task_id = _task_id(job_id)
+    is_task = task_id is not None and session.get(Task, task_id) is not None
+    if not (has_job or has_runs or is_task):
         raise NotFound(f"no job or run history with id '{job_id}'")
 
 
@@ -339,8 +359,10 @@ def resume_job(session: Session, scheduler: BaseScheduler, job_id: str, now: dat
 
 
 def cancel_job(session: Session, scheduler: BaseScheduler, job_id: str, now: datetime) -> None:
-    """Cancel a reminder's job (the reminder becomes 'cancelled'); config jobs are refused."""
-    if not _is_reminder(job_id):
+    """Cancel a task's job (a reminder's or one of your jobs': the task becomes 'cancelled');
+    config jobs are refused."""
+    task_id = _task_id(job_id)
+    if task_id is None:
         # Worded for every client: the API, the command line and the dashboard name the same
         # actions differently.
         row = session.get(CronJob, job_id)
@@ -355,25 +377,28 @@ def cancel_job(session: Session, scheduler: BaseScheduler, job_id: str, now: dat
                 "or remove it from the file and reload"
             )
         raise NotFound(f"no scheduled job with id '{job_id}'")
-    reminder = session.get(Task, job_id.removeprefix(REMINDER_JOB_ID_PREFIX))
-    if reminder is not None and reminder.status == TaskStatus.CANCELLED:
+    task = session.get(Task, task_id)
+    if task is not None and task.status == TaskStatus.CANCELLED:
         return  # cancelling again is a no-op: 204 as the first time
-    if reminder is None or reminder.status not in OPEN_STATUSES:
+    if task is None or task.status not in OPEN_STATUSES:
         raise NotFound(f"no scheduled job with id '{job_id}'")
-    reminders.cancel(session, reminder, now)
+    cancelled = store.finish(session, task.id, TaskStatus.CANCELLED, now)
+    session.commit()
+    if not cancelled:  # it finished meanwhile
+        raise Conflict(f"job '{job_id}' has just run; its task is no longer scheduled")
     with contextlib.suppress(JobLookupError):
         scheduler.remove_job(job_id)
 
 
 def runnable(session: Session, job_id: str) -> tuple[str, Sequence[Any], dict[str, Any]]:
     """What running the job now calls: registry name, args, kwargs."""
-    if _is_reminder(job_id):
-        reminder_id = job_id.removeprefix(REMINDER_JOB_ID_PREFIX)
-        reminder = session.get(Task, reminder_id)
+    task_id = _task_id(job_id)
+    if task_id is not None:
+        task = session.get(Task, task_id)
         # A running one is refused by the executor as running now (409), not as unknown.
-        if reminder is None or reminder.status not in OPEN_STATUSES:
+        if task is None or task.status not in OPEN_STATUSES:
             raise NotFound(f"no scheduled job with id '{job_id}'")
-        return REMINDER_JOB, [reminder_id], {}
+        return task.job, [task_id], {}
     row = session.get(CronJob, job_id)
     if row is None:
         raise NotFound(f"no scheduled job with id '{job_id}'")
@@ -411,6 +436,7 @@ def _item(row: Row[Any]) -> JobPublic:
         email,
         args,
         remind_at,
+        task_job,
         last_run_id,
         last_run_outcome,
         last_run_scheduled_for,
@@ -432,6 +458,20 @@ def _item(row: Row[Any]) -> JobPublic:
             kind="reminder",
             job=REMINDER_JOB,
             description=_reminder_description(email, args),
+            trigger=f"date: {due}",
+            schedule_text=f"Once, at {due}",
+            next_run_time=next_run,
+            paused=next_run is None,
+            source="api",
+            last_run=last_run,
+        )
+    if job_id.startswith(TASK_JOB_ID_PREFIX):
+        due = _utc_text(remind_at) if remind_at is not None else "unknown"
+        return JobPublic(
+            id=job_id,
+            kind="task",
+            job=task_job or "unknown",
+            description=f"Task of {task_job}" if task_job else "Task",
             trigger=f"date: {due}",
             schedule_text=f"Once, at {due}",
             next_run_time=next_run,

@@ -33,7 +33,7 @@ class TaskContext(JobContext):
     task: TaskAttempt | None = None
 
     @classmethod
-    def of(cls, ctx: JobContext, task: TaskAttempt) -> TaskContext:
+    def of(cls, ctx: JobContext, task: TaskAttempt | None) -> TaskContext:
         return cls(**{f.name: getattr(ctx, f.name) for f in fields(JobContext)}, task=task)
 
 

@@ -1,0 +1,101 @@
+"""Routes for tasks of your own jobs: POST/GET /tasks, GET/DELETE /tasks/{id}, retry (admin)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+
+from scheduler_app.api.deps import AdminDep, TasksDep
+from scheduler_app.api.params import Cursor, Limit
+from scheduler_app.api.schemas import TaskCreate, TaskPublic, TasksPage
+from scheduler_app.db.models import TaskStatus
+
+router = APIRouter(tags=["tasks"], dependencies=[AdminDep])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Repeat a request with the same key to get the first task back.",
+    ),
+]
+Responses = dict[int | str, dict[str, Any]]
+_AUTH: Responses = {401: {"description": "Missing or wrong admin token."}}
+_UNKNOWN: Responses = {404: {"description": "No task with this id."}}
+
+
+@router.post(
+    "/tasks",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TaskPublic,
+    responses={
+        **_AUTH,
+        422: {"description": "Unknown job, or an argument that does not fit: loc names it."},
+    },
+)
+async def create_task(
+    body: TaskCreate,
+    tasks: TasksDep,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> TaskPublic:
+    """Store a task that runs a registered job function with these arguments."""
+    fields, replayed = await tasks.create(
+        body.job,
+        body.args,
+        run_at=body.run_at,
+        delay_seconds=body.delay_seconds,
+        idempotency_key=idempotency_key,
+    )
+    # Under the prefix the router was included with, if any.
+    response.headers["Location"] = request.url_for("get_task", task_id=fields["id"]).path
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return TaskPublic.model_validate(fields)
+
+
+@router.get("/tasks", response_model=TasksPage, responses=_AUTH)
+def list_tasks(
+    tasks: TasksDep,
+    job: Annotated[str | None, Query(max_length=100)] = None,
+    status: TaskStatus | None = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> TasksPage:
+    """List tasks of your jobs, most recently changed first; filter by job and status."""
+    page = tasks.page(job=job, status=status, limit=limit, cursor=cursor)
+    return TasksPage(
+        items=[TaskPublic.model_validate(item) for item in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/tasks/{task_id}", response_model=TaskPublic, responses={**_AUTH, **_UNKNOWN})
+def get_task(task_id: str, tasks: TasksDep) -> TaskPublic:
+    """Show a task: its status, attempts and last error."""
+    return TaskPublic.model_validate(tasks.show(task_id))
+
+
+@router.delete(
+    "/tasks/{task_id}",
+    response_model=TaskPublic,
+    responses={**_AUTH, **_UNKNOWN, 409: {"description": "Already finished."}},
+)
+def cancel_task(task_id: str, tasks: TasksDep) -> TaskPublic:
+    """Cancel a scheduled task; cancelling a cancelled one again is a no-op."""
+    return TaskPublic.model_validate(tasks.cancel(task_id))
+
+
+@router.post(
+    "/tasks/{task_id}/retry",
+    response_model=TaskPublic,
+    responses={**_AUTH, **_UNKNOWN, 409: {"description": "Not failed or missed."}},
+)
+def retry_task(task_id: str, tasks: TasksDep) -> TaskPublic:
+    """Schedule a failed or missed task again, now, with a fresh set of attempts."""
+    return TaskPublic.model_validate(tasks.retry(task_id))
