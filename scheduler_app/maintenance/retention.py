@@ -9,7 +9,8 @@ The rule, enforced by the token_cleanup job (each limit from `retention.*`):
 - An Idempotency-Key stops being replayable `idempotency_key_hours` after the reminder was
   created, whatever its status. The key hash and the request fingerprint are cleared, so a
   request repeating the key then creates a new reminder.
-- A finished reminder is deleted `reminder_days` after it finished; a scheduled one never is.
+- A finished reminder is deleted `reminder_days` after it finished, a finished task of your own
+  jobs `task_days` after; a scheduled or running one never is.
 - A run record is deleted `run_days` after it finished (a missed run that never finished: after
   the time it was scheduled for); a run still 'running' never is.
 
@@ -32,6 +33,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from scheduler_app.clock import as_utc
 from scheduler_app.db.models import OPEN_STATUSES, JobRun, RunOutcome, Task
+from scheduler_app.reminders.job import REMINDER_JOB
 from scheduler_app.settings import RetentionSettings
 
 # Bound parameters per statement: SQLite allows 32766, PostgreSQL 65535, batch_size up to 100000.
@@ -48,6 +50,7 @@ class Cutoffs:
     cancel_token: datetime
     idempotency_key: datetime
     reminder: datetime
+    task: datetime
     run: datetime
 
 
@@ -58,6 +61,7 @@ def retention_cutoffs(now: datetime, retention: RetentionSettings) -> Cutoffs:
         cancel_token=now - timedelta(days=retention.cancel_token_days),
         idempotency_key=now - timedelta(hours=retention.idempotency_key_hours),
         reminder=now - timedelta(days=retention.reminder_days),
+        task=now - timedelta(days=retention.task_days),
         run=now - timedelta(days=retention.run_days),
     )
 
@@ -118,7 +122,18 @@ def expire_idempotency_keys(session: Session, cutoff: datetime, limit: int) -> t
 
 def delete_finished_reminders(session: Session, cutoff: datetime, limit: int) -> tuple[int, int]:
     """Delete up to limit reminders finished before cutoff, never a scheduled or running one."""
-    condition = Task.status.not_in(OPEN_STATUSES) & (Task.finished_at < cutoff)
+    return _delete_finished(session, Task.job == REMINDER_JOB, cutoff, limit)
+
+
+def delete_finished_tasks(session: Session, cutoff: datetime, limit: int) -> tuple[int, int]:
+    """Delete up to limit tasks of your own jobs finished before cutoff, never an open one."""
+    return _delete_finished(session, Task.job != REMINDER_JOB, cutoff, limit)
+
+
+def _delete_finished(
+    session: Session, of_jobs: ColumnElement[bool], cutoff: datetime, limit: int
+) -> tuple[int, int]:
+    condition = of_jobs & Task.status.not_in(OPEN_STATUSES) & (Task.finished_at < cutoff)
     return _batch(
         session,
         Task.id,

@@ -39,6 +39,7 @@ async def token_cleanup(ctx: JobContext, batch_size: BatchSize | None = None) ->
         ("tokens expired", cleanup.expire_cancel_tokens, cutoffs.cancel_token),
         ("idempotency keys expired", cleanup.expire_idempotency_keys, cutoffs.idempotency_key),
         ("reminders deleted", cleanup.delete_finished_reminders, cutoffs.reminder),
+        ("tasks deleted", cleanup.delete_finished_tasks, cutoffs.task),
         ("runs deleted", cleanup.delete_old_runs, cutoffs.run),
     )
     counts: list[str] = []

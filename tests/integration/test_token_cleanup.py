@@ -35,7 +35,10 @@ RETENTION = {
     "reminder_days": 90,
     "run_days": 30,
 }
-NOTHING = "tokens expired: 0, idempotency keys expired: 0, reminders deleted: 0, runs deleted: 0"
+NOTHING = (
+    "tokens expired: 0, idempotency keys expired: 0, reminders deleted: 0, tasks deleted: 0, "
+    "runs deleted: 0"
+)
 
 
 def test_cutoffs_are_now_minus_each_retention_period() -> None:
@@ -267,6 +270,41 @@ def old_backlog(sessions: SessionFactory, rows: int) -> None:
 
 
 @pytest.mark.anyio
+async def test_finished_tasks_of_your_jobs_are_deleted_after_task_days(
+    tmp_path: Path, database_url: str, sessions: SessionFactory
+) -> None:
+    def task(status: str, finished_at: datetime | None) -> Task:
+        return Task(
+            id=str(uuid.uuid4()),
+            job="send_invoice",
+            args="{}",
+            run_at=NOW - timedelta(days=400),
+            status=status,
+            attempts=1,
+            created_at=NOW - timedelta(days=400),
+            updated_at=finished_at or NOW,
+            finished_at=finished_at,
+        )
+
+    task_cutoff = NOW - timedelta(days=10)
+    deleted = store(sessions, task("succeeded", task_cutoff - SECOND))
+    kept = store(
+        sessions,
+        task("failed", task_cutoff + SECOND),
+        task("running", None),
+        # Younger than reminder_days (90), but older than task_days (10): a reminder is kept.
+        reminder("sent", finished_at=task_cutoff - SECOND, token=False),
+    )
+
+    ctx = context(tmp_path, database_url, sessions, task_days=10)
+    summary = await token_cleanup(ctx)
+
+    assert summary == NOTHING.replace("tasks deleted: 0", "tasks deleted: 1")
+    assert set(reminders_by_id(sessions)) == set(kept)
+    assert not set(deleted) & set(reminders_by_id(sessions))
+
+
+@pytest.mark.anyio
 async def test_a_backlog_is_worked_off_in_batches(
     tmp_path: Path, database_url: str, sessions: SessionFactory
 ) -> None:
@@ -276,12 +314,14 @@ async def test_a_backlog_is_worked_off_in_batches(
     summary = await token_cleanup(context(tmp_path, database_url, sessions), batch_size=2)
 
     assert summary == (
-        "tokens expired: 7, idempotency keys expired: 7, reminders deleted: 7, runs deleted: 7"
+        "tokens expired: 7, idempotency keys expired: 7, reminders deleted: 7, "
+        "tasks deleted: 0, runs deleted: 7"
     )
     assert reminders_by_id(sessions) == {}
     assert run_ids(sessions) == set()
-    # Batches of 2, 2, 2 and 1 for each of the four steps, each its own transaction.
-    assert commits[0] == 4 * 4
+    # Batches of 2, 2, 2 and 1 for each of the four steps with rows, each its own transaction;
+    # one empty batch for the tasks of your own jobs.
+    assert commits[0] == 4 * 4 + 1
 
 
 @pytest.mark.anyio
@@ -294,10 +334,11 @@ async def test_the_batch_size_defaults_to_the_setting_and_a_full_last_batch_ends
     summary = await token_cleanup(context(tmp_path, database_url, sessions, batch_size=3))
 
     assert summary == (
-        "tokens expired: 6, idempotency keys expired: 6, reminders deleted: 6, runs deleted: 6"
+        "tokens expired: 6, idempotency keys expired: 6, reminders deleted: 6, "
+        "tasks deleted: 0, runs deleted: 6"
     )
-    # 3, 3 and then 0 to learn that nothing is left.
-    assert commits[0] == 4 * 3
+    # 3, 3 and then 0 to learn that nothing is left (for the tasks of your own jobs: 0 at once).
+    assert commits[0] == 4 * 3 + 1
 
 
 @pytest.mark.anyio
@@ -311,9 +352,11 @@ async def test_a_batch_larger_than_one_statement_takes_is_split(
     summary = await token_cleanup(context(tmp_path, database_url, sessions), batch_size=10)
 
     assert summary == (
-        "tokens expired: 5, idempotency keys expired: 5, reminders deleted: 5, runs deleted: 5"
+        "tokens expired: 5, idempotency keys expired: 5, reminders deleted: 5, "
+        "tasks deleted: 0, runs deleted: 5"
     )
-    assert commits[0] == 4
+    # One batch per step, the tasks of your own jobs' included.
+    assert commits[0] == 5
     assert reminders_by_id(sessions) == {}
 
 
