@@ -33,6 +33,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy examples/fastapi_app/app.py
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .

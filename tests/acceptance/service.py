@@ -83,6 +83,9 @@ class Service:
     Every start appends to the same log file, so a failure shows what each run did.
     """
 
+    # Answers 200 once the service is up.
+    ready_path = "/readyz"
+
     def __init__(self, workdir: Path, variables: Mapping[str, str]) -> None:
         self.workdir = workdir
         self.log_path = workdir / "service.log"
@@ -113,7 +116,7 @@ class Service:
             log.write(f"\n===== start #{self.starts} on port {self.port} =====\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                service_command(self.config_path, self.port),
+                self.command(),
                 cwd=self.workdir,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -121,6 +124,9 @@ class Service:
                 stderr=subprocess.STDOUT,
             )
         self._wait_ready()
+
+    def command(self) -> list[str]:
+        return service_command(self.config_path, self.port)
 
     def _wait_ready(self) -> None:
         assert self.process is not None
@@ -133,7 +139,7 @@ class Service:
                     self.process = None
                     self.fail(f"service exited with code {code} before it was ready")
                 try:
-                    response = client.get("/readyz")
+                    response = client.get(self.ready_path)
                 except httpx.TransportError as exc:
                     last = f"{type(exc).__name__}: {exc}"
                 else:

@@ -43,13 +43,14 @@ NOTHING = (
 
 def test_cutoffs_are_now_minus_each_retention_period() -> None:
     retention = RetentionSettings(
-        cancel_token_days=7, idempotency_key_hours=1.5, reminder_days=90, run_days=30
+        cancel_token_days=7, idempotency_key_hours=1.5, reminder_days=90, task_days=10, run_days=30
     )
     cutoffs = cleanup.retention_cutoffs(NOW, retention)
     assert cutoffs == cleanup.Cutoffs(
         cancel_token=datetime(2026, 11, 14, 12, 0, tzinfo=UTC),
         idempotency_key=datetime(2026, 11, 21, 10, 30, tzinfo=UTC),
         reminder=datetime(2026, 8, 23, 12, 0, tzinfo=UTC),
+        task=datetime(2026, 11, 11, 12, 0, tzinfo=UTC),
         run=datetime(2026, 10, 22, 12, 0, tzinfo=UTC),
     )
 
