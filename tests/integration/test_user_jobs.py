@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
+from scheduler_app import DurableTasks, Scheduler
 from scheduler_app.app import create_app
 from scheduler_app.db.models import Task
 from scheduler_app.errors import ConfigError
@@ -278,3 +280,77 @@ def test_a_name_registered_twice_or_a_module_that_fails_stops_start_up(
         "job_modules: broken_jobs: cannot be imported: ModuleNotFoundError: "
         "No module named 'no_such_module_here'"
     )
+
+
+def test_a_cron_entry_of_config_yaml_may_name_your_job(tmp_path: Path, database_url: str) -> None:
+    tag = uuid.uuid4().hex[:8]
+    module = write_module(tmp_path, tag)
+    log = tmp_path / "log.txt"
+    entry = {
+        "id": "nightly-order",
+        "job": f"record_order_{tag}",
+        "cron": "0 3 * * *",
+        "kwargs": {"order_id": 9, "path": str(log)},
+    }
+    settings = make_settings(
+        tmp_path,
+        database_url,
+        job_modules=[module],
+        config_file=tmp_path / "config.yaml",
+        jobs=[entry],
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/jobs/nightly-order/run", headers=ADMIN).status_code == 202
+        wait_until(lambda: (log.exists() and log.read_text()) or None, timeout_s=5)
+    assert [json.loads(line)["order_id"] for line in log.read_text().splitlines()] == [9]
+
+    refused = make_settings(
+        tmp_path,
+        database_url,
+        job_modules=[module],
+        config_file=tmp_path / "config.yaml",
+        jobs=[{**entry, "kwargs": {"order_id": "nine", "path": str(log)}}],
+    )
+    with (
+        pytest.raises(ConfigError, match=r"jobs\[0\] 'nightly-order': argument order_id"),
+        TestClient(create_app(refused)),
+    ):
+        pass
+
+
+def test_inside_your_own_app_under_a_prefix(tmp_path: Path, database_url: str) -> None:
+    tag = uuid.uuid4().hex[:8]
+    module = write_module(tmp_path, tag)
+    settings = make_settings(
+        tmp_path, database_url, job_modules=[module], config_file=tmp_path / "config.yaml"
+    )
+    scheduler = Scheduler(settings)
+    app = FastAPI(lifespan=scheduler.lifespan)
+    app.include_router(scheduler.router, prefix="/scheduler")
+    log = tmp_path / "log.txt"
+
+    @app.post("/orders/{order_id}")
+    async def place(order_id: int, tasks: DurableTasks) -> dict[str, str]:
+        import sys
+
+        record = sys.modules[module].record_order
+        return {"task": await tasks.add_task(record, order_id, str(log))}
+
+    with TestClient(app) as client:
+        task_id = client.post("/orders/3").json()["task"]
+        shown = wait_until(
+            lambda: (
+                (r := client.get(f"/scheduler/tasks/{task_id}", headers=ADMIN).json())["status"]
+                == "succeeded"
+                and r
+            ),
+            timeout_s=5,
+        )
+        assert shown["args"] == {"order_id": 3, "path": str(log)}
+        created = client.post(
+            "/scheduler/tasks",
+            json={"job": f"record_order_{tag}", "args": {"order_id": 4, "path": str(log)}},
+            headers=ADMIN,
+        )
+        assert created.headers["Location"] == f"/scheduler/tasks/{created.json()['id']}"
+        assert client.get("/scheduler/readyz").status_code == 200
