@@ -5,9 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from scheduler_app.api.deps import AdminDep, QuarantineDep, ReloadDep
+from scheduler_app.api.errors import ServiceRoute
 from scheduler_app.api.schemas import QuarantinedJobPublic, ReloadResult
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
+router = APIRouter(
+    prefix="/admin", tags=["admin"], dependencies=[AdminDep], route_class=ServiceRoute
+)
 
 
 @router.post(

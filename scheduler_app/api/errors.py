@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
@@ -192,6 +194,37 @@ async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         {"detail": INTERNAL_ERROR}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR
     )
+
+
+async def answer(request: Request, exc: Exception) -> Response | None:
+    """The answer to one of the service's errors, a request that does not validate or an
+    unavailable database; None for anything else."""
+    if isinstance(exc, SchedulerAppError):
+        return await _service_error(request, exc)
+    if isinstance(exc, RequestValidationError):
+        return await _invalid_request(request, exc)
+    if isinstance(exc, DBAPIError | PoolTimeoutError) and database_unavailable(exc):
+        return await _database_error(request, exc)
+    return None
+
+
+class ServiceRoute(APIRoute):
+    """A route that answers the service's errors itself: inside an app of your own (whose
+    exception handlers are its own) they keep their status codes and bodies."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answering(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:
+                response = await answer(request, exc)
+                if response is None:
+                    raise
+                return response
+
+        return answering
 
 
 def install(app: FastAPI) -> None:

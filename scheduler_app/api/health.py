@@ -7,10 +7,11 @@ import asyncio
 from fastapi import APIRouter, Response, status
 
 from scheduler_app.api.deps import RuntimeDep
+from scheduler_app.api.errors import ServiceRoute
 from scheduler_app.api.schemas import Health
 from scheduler_app.db.engine import ping
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=ServiceRoute)
 
 DATABASE_TIMEOUT_S = 2.0
 

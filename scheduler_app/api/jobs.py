@@ -7,10 +7,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Response, status
 
 from scheduler_app.api.deps import AdminDep, JobsDep
+from scheduler_app.api.errors import ServiceRoute
 from scheduler_app.api.params import Cursor, Limit
 from scheduler_app.api.schemas import JobDetail, JobsPage, RunAccepted, RunsPage
 
-router = APIRouter(tags=["jobs"], dependencies=[AdminDep])
+router = APIRouter(tags=["jobs"], dependencies=[AdminDep], route_class=ServiceRoute)
 
 JobId = Annotated[str, Path(max_length=200, description="e.g. daily-report or reminder:<uuid>")]
 Responses = dict[int | str, dict[str, Any]]

@@ -6,11 +6,11 @@ import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
-from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
 from scheduler_app.api.deps import AdminDep, BearerTokenDep, RuntimeDep, get_runtime
+from scheduler_app.api.errors import ServiceRoute, answer
 from scheduler_app.api.schemas import (
     ReminderCreate,
     ReminderCreated,
@@ -24,7 +24,7 @@ from scheduler_app.reminders import service as reminders
 from scheduler_app.reminders.service import ReminderStatus
 from scheduler_app.runtime import Runtime
 
-router = APIRouter(tags=["reminders"])
+router = APIRouter(tags=["reminders"], route_class=ServiceRoute)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -80,7 +80,7 @@ async def subscribe(
     )
 
 
-class SubscribeRoute(APIRoute):
+class SubscribeRoute(ServiceRoute):
     """POST /subscribe as declared, with a shorter way through for the usual request.
 
     A body sent as `application/json` without an Idempotency-Key header is validated straight
@@ -92,6 +92,16 @@ class SubscribeRoute(APIRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
+        try:
+            await self._handle(request, scope, receive, send)
+        except Exception as exc:
+            # Answered here, not by the app's handlers: inside an app of your own too.
+            response = await answer(request, exc)
+            if response is None:
+                raise
+            await response(scope, receive, send)
+
+    async def _handle(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
         if not _plain_json_post(scope):
             if scope["method"] == "POST":
                 admit_subscriber(await get_runtime(request), request)

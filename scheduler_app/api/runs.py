@@ -7,10 +7,11 @@ from typing import Any, Literal
 from fastapi import APIRouter
 
 from scheduler_app.api.deps import AdminDep, JobsDep
+from scheduler_app.api.errors import ServiceRoute
 from scheduler_app.api.params import Cursor, Limit
 from scheduler_app.api.schemas import RunsPage
 
-router = APIRouter(tags=["jobs"], dependencies=[AdminDep])
+router = APIRouter(tags=["jobs"], dependencies=[AdminDep], route_class=ServiceRoute)
 
 _AUTH: dict[int | str, dict[str, Any]] = {401: {"description": "Missing or wrong admin token."}}
 Outcome = Literal["success", "error", "missed", "running"]

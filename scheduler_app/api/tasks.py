@@ -7,11 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from scheduler_app.api.deps import AdminDep, TasksDep
+from scheduler_app.api.errors import ServiceRoute
 from scheduler_app.api.params import Cursor, Limit
 from scheduler_app.api.schemas import TaskCreate, TaskPublic, TasksPage
 from scheduler_app.db.models import TaskStatus
 
-router = APIRouter(tags=["tasks"], dependencies=[AdminDep])
+router = APIRouter(tags=["tasks"], dependencies=[AdminDep], route_class=ServiceRoute)
 
 IdempotencyKey = Annotated[
     str | None,

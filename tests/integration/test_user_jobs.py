@@ -354,3 +354,29 @@ def test_inside_your_own_app_under_a_prefix(tmp_path: Path, database_url: str) -
         )
         assert created.headers["Location"] == f"/scheduler/tasks/{created.json()['id']}"
         assert client.get("/scheduler/readyz").status_code == 200
+
+
+def test_errors_keep_their_status_inside_your_own_app(tmp_path: Path, database_url: str) -> None:
+    settings = make_settings(tmp_path, database_url, job_modules=[])
+    scheduler = Scheduler(settings)
+    # An app of your own: none of the service's exception handlers.
+    app = FastAPI(lifespan=scheduler.lifespan)
+    app.include_router(scheduler.router, prefix="/scheduler")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/scheduler/tasks").status_code == 401
+        assert client.get("/scheduler/tasks/nope", headers=ADMIN).status_code == 404
+        unknown = client.post("/scheduler/tasks", json={"job": "nope"}, headers=ADMIN)
+        assert unknown.status_code == 422
+        assert unknown.json()["detail"][0]["loc"] == ["body", "job"]
+        bad = client.post("/scheduler/subscribe", json={"email": "x"})
+        assert bad.status_code == 422
+        token = client.post(
+            "/scheduler/subscribe", json={"email": "ada@example.com", "delay_seconds": 60}
+        ).json()["cancel_token"]
+        assert client.get("/scheduler/reminders/nope", headers=ADMIN).status_code == 404
+        assert (
+            client.get(
+                "/scheduler/reminders/nope", headers={"Authorization": f"Bearer {token}"}
+            ).status_code
+            == 404
+        )
