@@ -11,6 +11,7 @@ from scheduler_app.maintenance.token_cleanup import token_cleanup
 from scheduler_app.reminders.job import (
     REMINDER_JOB,
     REMINDER_JOB_PREFIX,
+    REMINDER_WORDING,
     deliver_reminder,
     reminder_policy,
 )
@@ -22,7 +23,7 @@ REGISTRY: Mapping[str, RegisteredJob] = MappingProxyType(
         for job in (
             RegisteredJob(
                 REMINDER_JOB,
-                TaskJob(deliver_reminder, reminder_policy),
+                TaskJob(deliver_reminder, reminder_policy, REMINDER_WORDING),
                 "Deliver one reminder e-mail.",
                 configurable=False,
                 job_id_prefix=REMINDER_JOB_PREFIX,

@@ -8,12 +8,17 @@ from typing import cast
 from scheduler_app.channels import EMAIL
 from scheduler_app.channels.email import MailBackend, OutgoingMessage, compose_message
 from scheduler_app.settings import Settings
+from scheduler_app.tasks.attempts import MARK_SENT
 from scheduler_app.tasks.policy import TaskPolicy
-from scheduler_app.tasks.runner import TaskContext
+from scheduler_app.tasks.runner import TaskContext, Wording
 
 REMINDER_JOB = "deliver_reminder"
 # A reminder's job id is reminder:<id> (GET /jobs, DELETE /jobs/{id}).
 REMINDER_JOB_PREFIX = "reminder"
+
+
+# As the log has always spoken of reminders.
+REMINDER_WORDING = Wording("reminder", "delivered", "sent", "is delivered again", MARK_SENT)
 
 
 def reminder_policy(settings: Settings) -> TaskPolicy:

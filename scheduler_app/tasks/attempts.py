@@ -177,6 +177,8 @@ def mark_all_succeeded(session: Session, done: list[tuple[str, datetime]]) -> li
 
 START_ATTEMPTS = Grouped("start attempts", start_attempts, patient=True)
 MARK_SUCCEEDED = Grouped("mark succeeded", mark_all_succeeded, patient=True)
+# The same step for reminders, by the name an operator reads in the log: "mark sent".
+MARK_SENT = Grouped("mark sent", mark_all_succeeded, patient=True)
 
 
 def record_retry(

@@ -13,9 +13,11 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
+from datetime import datetime
 from functools import partial
 from typing import Any
 
+from scheduler_app.db.batch_writer import Grouped
 from scheduler_app.db.engine import with_db_retries
 from scheduler_app.engine.executor import JobContext, Missed, RetryLater
 from scheduler_app.settings import Settings
@@ -41,12 +43,25 @@ TaskFunction = Callable[..., Awaitable[Any]]
 
 
 @dataclass(frozen=True)
+class Wording:
+    """How the log speaks of a job's tasks: a reminder is "delivered" and "marked sent"."""
+
+    noun: str = "task"
+    done: str = "done"
+    recorded: str = "succeeded"
+    again: str = "runs again"
+    # The grouped write that records success, named as the log shows it.
+    mark_done: Grouped[tuple[str, datetime], None] = attempts.MARK_SUCCEEDED
+
+
+@dataclass(frozen=True)
 class TaskJob:
     """The registered function of a task job: runs one attempt of the task it is given."""
 
     function: TaskFunction
     # The job's policy, from the settings (reminders.* for the reminder job).
     policy_of: Callable[[Settings], policy.TaskPolicy]
+    wording: Wording = Wording()
 
     async def __call__(self, ctx: JobContext, task_id: str) -> Any:
         """Run an attempt unless the task is no longer scheduled or is past its late window.
@@ -84,15 +99,20 @@ class TaskJob:
         # slots beyond the first max_concurrent_jobs (see work_done): an outage stops new
         # attempts rather than piling up work done but not recorded.
         ctx.work_done()
+        words = self.wording
         try:
             done = (task_id, ctx.clock())
-            await ctx.writer.run_grouped(attempts.MARK_SUCCEEDED, done, until_written=True)
+            await ctx.writer.run_grouped(words.mark_done, done, until_written=True)
         except asyncio.CancelledError:
             # A shutdown while the database is away (drain cancels what outlasts its timeout).
             logger.error(
-                "task %s: done, but not yet marked succeeded as the service stops; unless the "
-                "database takes the writer's last try, it runs again after the restart",
+                "%s %s: %s, but not yet marked %s as the service stops; unless the database "
+                "takes the writer's last try, it %s after the restart",
+                words.noun,
                 task_id,
+                words.done,
+                words.recorded,
+                words.again,
             )
             raise
         return result

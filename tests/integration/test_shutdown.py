@@ -37,9 +37,9 @@ def backends(database_url: str) -> int:
     [
         # The reminder falls due while the lock is held: the pass that would run it waits.
         pytest.param(JOBS_TABLE, 600, 1.0, id="a pass over the job store"),
-        # Nothing falls due: only the recovery pass reads the reminders. When it ends it wakes
+        # Nothing falls due: only the recovery pass reads the tasks. When it ends it wakes
         # the scheduler, whose pass then races with the stop.
-        pytest.param("reminders", 0.2, 3600, id="a recovery pass"),
+        pytest.param("tasks", 0.2, 3600, id="a recovery pass"),
     ],
 )
 def test_stop_waits_for_a_database_read_under_way_then_closes_every_connection(
