@@ -265,8 +265,10 @@ def _pending_joined(
             func.min(Task.run_at).label("earliest"),
         )
         .select_from(listed)
+        # Only reminders have a recipient: no condition on the job, which would let a planner
+        # without statistics (right after a burst was posted) scan every task for each batch
+        # instead of looking each address up in the index (measured: 24 ms against 0.1 ms).
         .join(Task, (func.lower(Task.recipient) == address) & (Task.status == status))
-        .where(Task.job == REMINDER_JOB)
         .group_by(address)
     )
 
