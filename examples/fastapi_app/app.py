@@ -46,6 +46,7 @@ async def welcome_user(ctx: TaskContext, email: str, name: str) -> str:
     # Only to make a crash mid-task easy to show (and to test): 0 unless set.
     await asyncio.sleep(float(os.environ.get("EXAMPLE_WELCOME_DELAY_S", "0")))
     outbox = Path(ctx.settings.state_dir) / "welcomed.txt"
+    outbox.parent.mkdir(parents=True, exist_ok=True)
     with outbox.open("a") as log:
         log.write(f"{ctx.task.id} {email} {name}\n")
     return "welcomed"
