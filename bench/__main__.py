@@ -1,9 +1,9 @@
 """Command line: `python -m bench run SCENARIO --db sqlite|postgres [--target ...]`,
 `python -m bench all`, `python -m bench report`.
 
-Scenarios: storm, spread, crash, enqueue, mixed, scale. Targets: scheduler_app, baseline,
-limit (default: all three). BENCH_QUICK=1 runs smaller numbers and writes to
-bench/results/quick/ instead of bench/results/.
+Scenarios: storm, tasks, spread, crash, enqueue, mixed, scale. Targets: scheduler_app,
+baseline, limit (default: all three; tasks runs on scheduler_app alone). BENCH_QUICK=1 runs
+smaller numbers and writes to bench/results/quick/ instead of bench/results/.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from bench import report
 from bench.common import RESULTS, machine, quick, service_code, write_json
-from bench.scenarios import SCENARIOS, cleanup, log, run_directory
+from bench.scenarios import SCENARIOS, SKIPPED, cleanup, log, run_directory
 
 ALL_TARGETS = ("scheduler_app", "baseline", "limit")
 # scale and enqueue have no limit column of their own: enqueue measures the client ceiling
@@ -32,6 +32,9 @@ def results_dir() -> Any:
 
 def run_one(scenario: str, db: str, target: str, keep: bool, size: int | None = None) -> bool:
     name = scenario if size is None else f"scale-{_size_name(size)}"
+    if (scenario, target) in SKIPPED:
+        log(f"=== {name} on {db}: {target} skipped: {SKIPPED[(scenario, target)]} ===")
+        return True
     log(f"=== {name} on {db}: {target} ===")
     began = time.time()
     code = service_code()
@@ -114,7 +117,7 @@ def main() -> int:
                 ok &= run_one(args.scenario, args.db, target, args.keep, size)
     elif args.command == "all":
         began = time.time()
-        order = ["storm", "spread", "crash", "enqueue", "mixed", "scale"]
+        order = ["storm", "tasks", "spread", "crash", "enqueue", "mixed", "scale"]
         chosen = [name for name in order if not args.scenario or name in args.scenario]
         for db in args.db or ["sqlite", "postgres"]:
             for scenario in chosen:

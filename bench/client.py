@@ -3,6 +3,8 @@ streams (several times faster than httpx, see the ceiling check), with three com
 
 - `post`: POST /subscribe `--count` times over `--concurrency` connections, reminder i due at
   `--due-start + i * --spread / --count`; records id, due time, status and latency per request.
+  With `--job NAME` (and the admin `--token`), POST /tasks instead: task i of that job, its
+  arguments `email` and `index`, with `run_at` at the same due time.
 - `probe`: steady, paced requests (GET /healthz, GET /jobs?limit=50, POST /subscribe far in the
   future) until SIGTERM or `--duration`; records time, route, status and latency per request.
 - `ceiling`: as many POSTs as it can for `--duration` against one URL.
@@ -110,6 +112,16 @@ def subscribe_body(i: int, due: datetime) -> bytes:
     ).encode()
 
 
+def task_body(job: str, i: int, due: datetime) -> bytes:
+    return json.dumps(
+        {
+            "job": job,
+            "args": {"email": f"bench{i}@example.com", "index": i},
+            "run_at": due.isoformat(),
+        }
+    ).encode()
+
+
 async def post(args: argparse.Namespace) -> None:
     host, port = _address(args.url)
     start = datetime.fromtimestamp(args.due_start, UTC)
@@ -118,6 +130,8 @@ async def post(args: argparse.Namespace) -> None:
         queue.put_nowait(i)
     latencies: list[float] = []
     ok = 0
+    auth = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    path = "/tasks" if args.job else "/subscribe"
     with args.out.open("w") as out:
 
         async def worker() -> None:
@@ -133,10 +147,9 @@ async def post(args: argparse.Namespace) -> None:
                 sent = time.time()
                 began = time.perf_counter()
                 record: dict[str, Any] = {"i": i, "due": due.timestamp(), "sent": sent}
+                body = task_body(args.job, i, due) if args.job else subscribe_body(i, due)
                 try:
-                    status, payload = await connection.request(
-                        "POST", "/subscribe", subscribe_body(i, due)
-                    )
+                    status, payload = await connection.request("POST", path, body, auth)
                 except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
                     record.update(status=0, error=f"{type(exc).__name__}: {exc}")
                 else:
@@ -303,6 +316,8 @@ def main() -> None:
     p.add_argument("--due-start", type=float, required=True, help="epoch seconds")
     p.add_argument("--spread", type=float, default=0.0)
     p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--job", help="POST /tasks of this job instead of POST /subscribe")
+    p.add_argument("--token", help="the admin token (POST /tasks needs it)")
     p.add_argument("--out", type=Path, required=True)
     q = commands.add_parser("probe")
     q.add_argument("--url", required=True)

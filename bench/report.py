@@ -30,6 +30,7 @@ ROWS: list[tuple[str, str, float, int]] = [
     ("delivered", "delivered", 1, 0),
     ("lost", "lost", 1, 0),
     ("duplicated", "duplicated", 1, 0),
+    ("exactly_once", "every task delivered once and recorded succeeded", 1, 0),
     ("fire_lag_p50_s", "fire lag p50 (s)", 1, 3),
     ("fire_lag_p99_s", "fire lag p99 (s)", 1, 3),
     ("fire_lag_max_s", "fire lag max (s)", 1, 3),
@@ -106,7 +107,9 @@ def _load(directory: Path) -> list[dict[str, Any]]:
 def _format(value: Any, multiplier: float, decimals: int) -> str:
     if value is None:
         return "-"
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if not isinstance(value, int | float):
         return str(value)
     return f"{value * multiplier:,.{decimals}f}"
 
@@ -123,7 +126,7 @@ def _ratio(mine: Any, other: Any) -> str:
 
 
 def _order(scenario: str) -> tuple[int, str]:
-    order = ["storm", "spread", "crash", "enqueue", "mixed", "scale-100k", "scale-1m"]
+    order = ["storm", "tasks", "spread", "crash", "enqueue", "mixed", "scale-100k", "scale-1m"]
     return (order.index(scenario) if scenario in order else len(order), scenario)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from bench.common import (
     ADMIN_TOKEN,
+    BENCH,
     PYTHON,
     WORK,
     Child,
@@ -26,7 +27,7 @@ from bench.common import (
 )
 from bench.cpu import CpuMeter, cores
 from bench.measure import SinkLog, accepted_reminders, api_figures, delivery_figures
-from bench.targets import TARGETS, Server
+from bench.targets import TARGETS, SchedulerApp, Server
 
 # Every wait is bounded: a target that loses work is reported, never waited for forever.
 DRAIN_DEADLINE_S = 120.0
@@ -44,6 +45,20 @@ STORM_ATTEMPTS = 5
 # 38 to 300 for the baseline on SQLite, 480 to 570 for scheduler_app), to put the due instant
 # after the last POST.
 POST_RATE_FLOOR = {"scheduler_app": 200.0, "baseline": 35.0}
+# The tasks scenario's job function, copied beside the service's config file (job_modules).
+TASK_JOB_MODULE = BENCH / "bench_jobs.py"
+TASK_JOB = "bench_mail"
+# Scenarios a target has no counterpart for: `python -m bench` skips them and says why.
+SKIPPED = {
+    ("tasks", "baseline"): (
+        "the baseline has no job functions of your own to run from an HTTP request (POST "
+        "/tasks): its one job is the storm's reminder"
+    ),
+    ("tasks", "limit"): (
+        "the limit for this many messages due at one instant is the storm's limit column (same "
+        "count, same sink)"
+    ),
+}
 
 
 def log(message: str) -> None:
@@ -130,15 +145,20 @@ def drain(
 
 
 def post_reminders(
-    server: Server, run: Run, count: int, spread: float, what: str = "reminders"
+    server: Server,
+    run: Run,
+    count: int,
+    spread: float,
+    what: str = "reminders",
+    job: str | None = None,
 ) -> tuple[float, dict[str, float], dict[str, Any]]:
-    """Post count reminders due over spread seconds from an instant set far enough ahead that
-    posting ends first, and wait until it has: the first due instant, the accepted reminders (id
-    to due time) and the enqueue figures."""
+    """Post count reminders (tasks of `job` through POST /tasks, when given) due over spread
+    seconds from an instant set far enough ahead that posting ends first, and wait until it has:
+    the first due instant, the accepted reminders (id to due time) and the enqueue figures."""
     lead = 5.0 + count / POST_RATE_FLOOR[run.target]
     due_start = time.time() + lead
     log(f"{run.target}: posting {count} {what}, first due in {lead:.0f} s")
-    poster = _poster(server, run, count, due_start, spread)
+    poster = _poster(server, run, count, due_start, spread, job)
     if poster.wait(lead + 300) is None:
         poster.kill()
         run.notes.append(f"posting {what} did not finish within its time limit")
@@ -147,7 +167,10 @@ def post_reminders(
     return due_start, accepted, enqueue
 
 
-def _poster(server: Server, run: Run, count: int, due_start: float, spread: float) -> Child:
+def _poster(
+    server: Server, run: Run, count: int, due_start: float, spread: float, job: str | None
+) -> Child:
+    task_flags = ["--job", job, "--token", ADMIN_TOKEN] if job is not None else []
     return Child(
         "poster",
         [
@@ -167,6 +190,7 @@ def _poster(server: Server, run: Run, count: int, due_start: float, spread: floa
             str(POST_CONCURRENCY),
             "--out",
             str(run.directory / "posts.jsonl"),
+            *task_flags,
         ],
         run.directory / "poster.log",
     )
@@ -198,12 +222,15 @@ def delivery(
     spread: float,
     crash_downtime: float | None = None,
     steady: dict[str, float] | None = None,
+    job: str | None = None,
 ) -> dict[str, Any]:
     """Post `count` reminders due from one instant over `spread` seconds and measure delivery.
 
     crash_downtime: SIGKILL the target once posting is done (before anything is due) and start
     it again this many seconds after the first due instant.
     steady: request rates per route kept up while the reminders fire (the mixed scenario).
+    job: post tasks of this job of TASK_JOB_MODULE through POST /tasks instead of reminders
+    (scheduler_app only).
     """
     if run.target == "limit":
         return _delivery_limit(run, count, spread, crash_downtime)
@@ -213,9 +240,15 @@ def delivery(
         database(run.db, run.directory, run.target) as url,
     ):
         server = TARGETS[run.target](run.directory, url, sink_port)
+        if job is not None:
+            if not isinstance(server, SchedulerApp):
+                raise ValueError(f"{run.target} has no job functions of your own to run")
+            server.use_job_module(TASK_JOB_MODULE)
         try:
             figures["startup_s"] = server.start()
-            due_start, accepted, enqueue = post_reminders(server, run, count, spread)
+            due_start, accepted, enqueue = post_reminders(
+                server, run, count, spread, "tasks" if job else "reminders", job
+            )
             figures.update(enqueue)
             finished = enqueue["posting_finished_at"] or 0.0
             figures["posting_finished_before_due_s"] = due_start - finished
@@ -458,6 +491,36 @@ def mixed(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
     return params, delivery(run, count, 0.0, steady=steady)
 
 
+def tasks(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The storm with tasks of a job function of your own instead of reminders: posted
+    through POST /tasks, each sending one e-mail that carries its task's id."""
+    count = 500 if quick() else 5000
+    params = {
+        "count": count,
+        "due": "all at one instant",
+        "posted": "POST /tasks with run_at, admin token",
+        "job": f"{TASK_JOB} of {TASK_JOB_MODULE.name} (job_modules), one e-mail per task",
+        "drain_deadline_s": DRAIN_DEADLINE_S,
+        "attempts": 1,
+        "attempts_why": (
+            "one attempt and no paired limit: set beside the storm of reminders, which has five "
+            "and the limit right after each"
+        ),
+        "not_run": {target: why for (name, target), why in SKIPPED.items() if name == "tasks"},
+    }
+    figures = delivery(run, count, 0.0, job=TASK_JOB)
+    succeeded = figures.get("target_status_counts", {}).get("succeeded")
+    # Every task the service took reached the sink once, and the service recorded it succeeded.
+    figures["exactly_once"] = (
+        figures["accepted"] == count
+        and figures["lost"] == 0
+        and figures["duplicated"] == 0
+        and figures["unexpected_messages"] == 0
+        and succeeded == count
+    )
+    return params, figures
+
+
 def scale(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
     from bench.scale import scale_run
 
@@ -477,6 +540,7 @@ SCENARIOS: dict[str, Callable[[Run], tuple[dict[str, Any], dict[str, Any]]]] = {
     "enqueue": enqueue,
     "mixed": mixed,
     "scale": scale,
+    "tasks": tasks,
 }
 
 

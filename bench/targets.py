@@ -5,6 +5,7 @@ The limit (bench.limit) has no server and is driven by the scenarios directly.
 
 from __future__ import annotations
 
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -161,6 +162,12 @@ class SchedulerApp(Server):
         # No cron jobs and nothing from ./config.yaml or .env: the reminders are all it runs.
         self.config = self.home / "bench-config.yaml"
         self.config.write_text("timezone: UTC\n")
+
+    def use_job_module(self, source: Path) -> None:
+        """Copy a module of @job functions beside the config file and name it in job_modules,
+        as a deployment names its own (resolved from the config file's folder)."""
+        shutil.copyfile(source, self.home / source.name)
+        self.config.write_text(f"timezone: UTC\njob_modules: [{source.stem}]\n")
 
     def workdir(self) -> Path:
         return self.home
