@@ -301,7 +301,13 @@ class TaskCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"job": "send_invoice", "args": {"order_id": 42}, "delay_seconds": 60}]
+            "examples": [
+                {
+                    "job": "send_welcome_email",
+                    "args": {"email": "ada@example.com", "name": "Ada"},
+                    "run_at": "2030-01-15T09:00:00+01:00",
+                }
+            ]
         },
     )
 
