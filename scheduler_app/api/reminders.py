@@ -5,12 +5,13 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
 from scheduler_app.api.deps import AdminDep, BearerTokenDep, RuntimeDep, get_runtime
 from scheduler_app.api.errors import ServiceRoute, answer
+from scheduler_app.api.params import IdempotencyKey
 from scheduler_app.api.schemas import (
     ReminderCreate,
     ReminderCreated,
@@ -26,16 +27,6 @@ from scheduler_app.runtime import Runtime
 
 router = APIRouter(tags=["reminders"], route_class=ServiceRoute)
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        pattern=r"^[\x21-\x7e]+$",
-        description="Repeat a request with the same key to get the first reminder back.",
-    ),
-]
 
 _AUTH_ERRORS: dict[int | str, dict[str, object]] = {
     401: {"description": "No bearer token."},

@@ -4,26 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from scheduler_app.api.deps import AdminDep, TasksDep
 from scheduler_app.api.errors import ServiceRoute
-from scheduler_app.api.params import Cursor, Limit
+from scheduler_app.api.params import Cursor, IdempotencyKey, Limit
 from scheduler_app.api.schemas import TaskCreate, TaskPublic, TasksPage
 from scheduler_app.db.models import TaskStatus
 
 router = APIRouter(tags=["tasks"], dependencies=[AdminDep], route_class=ServiceRoute)
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        pattern=r"^[\x21-\x7e]+$",
-        description="Repeat a request with the same key to get the first task back.",
-    ),
-]
 Responses = dict[int | str, dict[str, Any]]
 _AUTH: Responses = {401: {"description": "Missing or wrong admin token."}}
 _UNKNOWN: Responses = {404: {"description": "No task with this id."}}

@@ -8,8 +8,7 @@ import inspect
 import json
 import math
 import re
-import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +20,7 @@ from scheduler_app.cron.crontab import CrontabTrigger, parse_crontab
 from scheduler_app.engine.executor import RegisteredJob
 from scheduler_app.errors import ConfigError
 from scheduler_app.settings import check_timezone
+from scheduler_app.tasks.arguments import type_hints
 
 # No ':' so that these ids never collide with the reminder jobs' ids.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -328,7 +328,7 @@ def _argument_problems(
         and p.name not in bound
     ]
 
-    hints = _parameter_hints(registered.func, parameters)
+    hints = type_hints(registered.func)
     for where, parameter, value in values:
         adapter = _adapter(hints[parameter.name]) if parameter.name in hints else None
         if adapter is None:
@@ -341,33 +341,6 @@ def _argument_problems(
                 path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
                 problems.append(f"argument {where}{path}: {error['msg']}")
     return problems
-
-
-def _parameter_hints(
-    func: Callable[..., Any], parameters: list[inspect.Parameter]
-) -> dict[str, Any]:
-    """Return the resolved annotation of each parameter that has a resolvable one."""
-    try:
-        return typing.get_type_hints(func, include_extras=True)
-    except (NameError, SyntaxError, TypeError, AttributeError):
-        pass
-    # Some annotation (often the JobContext one, imported only for type checking) does not
-    # resolve at run time: resolve the others one by one.
-    namespace = getattr(inspect.unwrap(func), "__globals__", {})
-    hints: dict[str, Any] = {}
-    for parameter in parameters:
-        if parameter.annotation is _Parameter.empty:
-            continue
-
-        def probe() -> None: ...
-
-        probe.__annotations__ = {parameter.name: parameter.annotation}
-        try:
-            resolved = typing.get_type_hints(probe, globalns=namespace, include_extras=True)
-        except (NameError, SyntaxError, TypeError, AttributeError):
-            continue
-        hints[parameter.name] = resolved[parameter.name]
-    return hints
 
 
 def _adapter(hint: Any) -> TypeAdapter[Any] | None:
