@@ -21,10 +21,10 @@ from scheduler_app.db.migrate import (
     head_revision,
     upgrade_database,
 )
-from scheduler_app.db.models import Task
+from scheduler_app.db.models import Base, Task
 from scheduler_app.engine.scheduler import JOBS, JOBS_TABLE, LISTING_INDEX
 from scheduler_app.security import hash_token
-from tests.support import make_settings
+from tests.support import make_settings, wait_until
 
 CLI = [sys.executable, "-m", "scheduler_app"]
 
@@ -228,3 +228,64 @@ def test_undoing_the_task_model_gives_the_reminders_back(database_url: str) -> N
         rid: (status, f"{rid}@example.com", sent_at is not None)
         for rid, status, _attempts, _error, sent_at, _finished, _next in OLD_REMINDERS
     }
+
+
+# Waits for a go file, so that every process asks for the migration at the same moment.
+CONCURRENT_UPGRADE = """
+import sys, time
+from pathlib import Path
+from scheduler_app.db.engine import create_db_engine
+from scheduler_app.db.migrate import upgrade_database
+
+database_url, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+engine = create_db_engine(database_url)
+ready.touch()
+while not go.exists():
+    time.sleep(0.001)
+upgrade_database(engine)
+engine.dispose()
+"""
+STARTERS = 4
+
+
+@pytest.mark.parametrize("start_at", [None, "0005"], ids=["empty", "older revision"])
+def test_processes_starting_together_migrate_once(
+    tmp_path: Path, database_url: str, start_at: str | None
+) -> None:
+    engine = create_db_engine(database_url)
+    try:
+        if start_at is not None:
+            upgrade_database(engine, start_at)
+        go = tmp_path / "go"
+        readies = [tmp_path / f"ready-{number}" for number in range(STARTERS)]
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", CONCURRENT_UPGRADE, database_url, str(ready), str(go)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for ready in readies
+        ]
+        try:
+            wait_until(lambda: all(ready.exists() for ready in readies), timeout_s=30)
+            go.touch()
+            results = [process.communicate(timeout=60) for process in processes]
+        finally:
+            for process in processes:
+                process.kill()
+                process.wait()
+        failures = [
+            err for process, (_, err) in zip(processes, results, strict=True) if process.returncode
+        ]
+        assert failures == []
+
+        with engine.connect() as connection:
+            versions = connection.scalars(text("SELECT version_num FROM alembic_version")).all()
+        assert versions == [head_revision()]
+        tables = inspect(engine).get_table_names()
+        assert len(tables) == len(set(tables))
+        assert set(tables) == {*Base.metadata.tables, JOBS_TABLE, "alembic_version"}
+        assert job_indexes(engine) == JOB_INDEXES
+    finally:
+        engine.dispose()
