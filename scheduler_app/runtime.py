@@ -113,7 +113,7 @@ class Runtime:
             engine=engine,
             sessions=sessions,
             mail=mail,
-            admin_token=resolve_admin_token(settings),
+            admin_token=await asyncio.to_thread(resolve_admin_token, settings, engine),
             secret_key=await asyncio.to_thread(resolve_secret_key, settings, engine),
             executor=executor,
             scheduler=build_scheduler(settings, engine, executor),

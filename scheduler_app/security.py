@@ -1,9 +1,11 @@
-"""The service's secrets, each from settings or generated once: the admin token (kept owner-only
-in the state folder) and the secret key (kept in the database)."""
+"""The service's secrets, each from settings or generated once and kept in the database, which
+every process on it shares: the admin token (also kept owner-only in the state folder, for the
+command line) and the secret key."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
 import sys
@@ -19,19 +21,40 @@ from scheduler_app.files import private_dir
 from scheduler_app.settings import Settings
 
 ADMIN_TOKEN_FILE = "admin_token"  # noqa: S105 (a file name)
+ADMIN_TOKEN = "admin_token"  # noqa: S105 (the name it is kept under)
 SECRET_KEY = "secret_key"  # noqa: S105 (the name it is kept under)
+logger = logging.getLogger(__name__)
 
 
-def resolve_admin_token(settings: Settings) -> str:
-    """Return the configured admin token, or the stored one, generating it on first start."""
+def resolve_admin_token(settings: Settings, engine: Engine) -> str:
+    """Return the configured admin token, or the one kept in the database, generating it on the
+    first start of the first process.
+
+    Kept in the database, so that every process on it accepts the same token; and in the state
+    folder's file (owner-only), so that `scheduler-app jobs` finds it on every host. A file from
+    before the token was shared is offered to the database first: the first process to start
+    keeps its token. Blocking: call it in a worker thread.
+    """
     if settings.admin_token is not None:
         return settings.admin_token.get_secret_value()
     path = settings.state_dir / ADMIN_TOKEN_FILE
-    token, generated = _kept_secret(path)
-    if generated:
-        # Printed once, on the console only: it is never written to a log.
+    kept = _read_secret(path)
+    offered = kept or secrets.token_urlsafe(32)
+    token = _stored_secret(engine, ADMIN_TOKEN, offered)
+    if kept != token:
+        _write_private(path, token)
+    if kept and kept != token:
+        # Never the tokens themselves: a log is read by more people than the file.
+        logger.warning(
+            "%s held an admin token other than the one kept in the database for every process; "
+            "it now holds the database's",
+            path,
+        )
+    elif kept is None and token == offered:
+        # Printed once, by the process that generated it, on the console only: never to a log.
         print(
-            f"scheduler-app: generated an admin token (kept in {path}, owner-only):\n  {token}",
+            "scheduler-app: generated an admin token (kept in the database and in "
+            f"{path}, owner-only):\n  {token}",
             file=sys.stderr,
             flush=True,
         )
@@ -47,18 +70,20 @@ def resolve_secret_key(settings: Settings, engine: Engine) -> bytes:
     """
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
+    return _stored_secret(engine, SECRET_KEY, secrets.token_urlsafe(32)).encode()
+
+
+def _stored_secret(engine: Engine, name: str, offered: str) -> str:
+    """The secret kept in the database under name, storing offered if there is none yet."""
     with engine.begin() as connection:
         # The first process to insert wins; the others read what it wrote.
         connection.execute(
-            _insert_new_secret(connection.dialect.name),
-            {"name": SECRET_KEY, "value": secrets.token_urlsafe(32)},
+            _insert_new_secret(connection.dialect.name), {"name": name, "value": offered}
         )
-        value = connection.scalar(
-            select(ServiceSecret.value).where(ServiceSecret.name == SECRET_KEY)
-        )
+        value = connection.scalar(select(ServiceSecret.value).where(ServiceSecret.name == name))
     if value is None:
-        raise RuntimeError("the secret key could not be stored")
-    return value.encode()
+        raise RuntimeError(f"the {name.replace('_', ' ')} could not be stored")
+    return value
 
 
 def _insert_new_secret(dialect: str) -> Insert:
@@ -66,32 +91,26 @@ def _insert_new_secret(dialect: str) -> Insert:
     return insert(ServiceSecret).on_conflict_do_nothing(index_elements=["name"])
 
 
-def _kept_secret(path: Path) -> tuple[str, bool]:
-    """The secret kept in path, generated (and written owner-only) if there is none; whether
-    it was generated now."""
+def _read_secret(path: Path) -> str | None:
+    """The secret kept in path; None if there is no such file or it is empty."""
     try:
-        return path.read_text().strip(), False
+        return path.read_text().strip() or None
     except FileNotFoundError:
-        pass
-    secret = secrets.token_urlsafe(32)
-    try:
-        _write_private(path, secret)
-    except FileExistsError:  # another process generated it first
-        return path.read_text().strip(), False
-    return secret, True
+        return None
 
 
 def _write_private(path: Path, content: str) -> None:
-    """Write path, readable by the owner only, whole or not at all; FileExistsError if it is
-    there already (another process starting at the same moment wrote it first)."""
+    """Write path, readable by the owner only, whole or not at all (processes of one host that
+    write it at the same moment write the same content: the last one's stays)."""
     private_dir(path.parent)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(descriptor, "w") as handle:  # mkstemp creates it owner-only
             handle.write(content + "\n")
-        os.link(temporary, path)  # refuses an existing path: the first to link wins
-    finally:
+        os.replace(temporary, path)
+    except BaseException:
         os.unlink(temporary)
+        raise
 
 
 def hash_token(token: str) -> str:

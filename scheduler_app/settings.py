@@ -182,8 +182,8 @@ class Settings(BaseSettings):
     database_url: str = Field("sqlite:///var/scheduler.db", repr=False)
     timezone: str = "UTC"
     admin_token: SecretStr | None = None
-    # Signs what the service must recognise later (cancel tokens); generated into state_dir
-    # when unset.
+    # Signs what the service must recognise later (cancel tokens); generated once into the
+    # database when unset, as the admin token is (which is also written into state_dir).
     secret_key: SecretStr | None = None
     state_dir: Path = Path("var")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -17,6 +17,7 @@ from scheduler_app.app import create_app
 from scheduler_app.db.models import ServiceSecret, Task
 from scheduler_app.maintenance.reports import DailyReport, LagStats, ReminderCounts, write_report
 from scheduler_app.security import hash_token
+from scheduler_app.settings import Settings
 from tests.support import SmtpSink, make_settings, smtp_mail, wait_for_status, wait_until
 
 
@@ -41,6 +42,94 @@ def test_an_unset_admin_token_is_generated_once_and_kept_private(
         pass
     assert token not in capsys.readouterr().err
     assert settings.state_dir.joinpath("admin_token").read_text().strip() == token
+    assert stored_secrets(settings.database_url)["admin_token"] == token
+
+
+def test_every_process_on_a_database_accepts_the_same_generated_admin_token(
+    tmp_path: Path,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    # Two hosts: each with a state folder of its own, neither with a token yet.
+    first = make_settings(tmp_path / "first", database_url, admin_token=None)
+    second = make_settings(
+        tmp_path / "second", database_url, admin_token=None, scheduler={"enabled": False}
+    )
+    with TestClient(create_app(first)) as one, TestClient(create_app(second)) as other:
+        token = read_token_file(first)
+        assert read_token_file(second) == token
+        for client in (one, other):
+            assert client.get("/jobs", headers=bearer(token)).status_code == 200
+    assert stored_secrets(database_url)["admin_token"] == token
+    printed = capsys.readouterr().err
+    assert printed.count("generated an admin token") == 1
+    assert printed.count(token) == 1
+    assert token not in caplog.text
+
+
+def test_an_admin_token_file_from_before_the_database_kept_it_is_adopted(
+    tmp_path: Path,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    # Each host generated a token of its own into its state folder before the upgrade.
+    first = make_settings(tmp_path / "first", database_url, admin_token=None)
+    second = make_settings(tmp_path / "second", database_url, admin_token=None)
+    old_first, old_second = "first-host-token-0123456789", "second-host-token-0123456789"
+    write_token_file(first, old_first)
+    write_token_file(second, old_second)
+
+    # The first process to start after the upgrade keeps its token for every process.
+    with TestClient(create_app(first)) as client:
+        assert client.get("/jobs", headers=bearer(old_first)).status_code == 200
+    assert read_token_file(first) == old_first
+    assert stored_secrets(database_url)["admin_token"] == old_first
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    caplog.clear()
+    with TestClient(create_app(second)) as client:
+        assert client.get("/jobs", headers=bearer(old_first)).status_code == 200
+        assert client.get("/jobs", headers=bearer(old_second)).status_code == 401
+    # The database wins: the other host's file now holds its token, and one line says so.
+    assert read_token_file(second) == old_first
+    assert stat.S_IMODE((second.state_dir / "admin_token").stat().st_mode) == 0o600
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"{second.state_dir / 'admin_token'} held an admin token other than the one kept in "
+        "the database for every process; it now holds the database's"
+    ]
+    assert "generated an admin token" not in capsys.readouterr().err
+    assert old_first not in caplog.text
+    assert old_second not in caplog.text
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def read_token_file(settings: Settings) -> str:
+    return (settings.state_dir / "admin_token").read_text().strip()
+
+
+def write_token_file(settings: Settings, token: str) -> None:
+    settings.state_dir.mkdir(mode=0o700, parents=True)
+    path = settings.state_dir / "admin_token"
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+
+
+def stored_secrets(database_url: str) -> dict[str, str]:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(select(ServiceSecret.name, ServiceSecret.value))
+            return {row.name: row.value for row in rows}
+    finally:
+        engine.dispose()
 
 
 def test_secrets_never_reach_logs_or_responses(
@@ -104,13 +193,7 @@ def test_a_cancel_token_cannot_be_derived_from_the_idempotency_key_alone(
 
 
 def stored_secret_key(database_url: str) -> str:
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            [value] = connection.scalars(select(ServiceSecret.value)).all()
-    finally:
-        engine.dispose()
-    return value
+    return stored_secrets(database_url)["secret_key"]
 
 
 def test_a_configured_secret_key_signs_the_tokens(tmp_path: Path, database_url: str) -> None:
