@@ -15,6 +15,7 @@ from datetime import datetime
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from scheduler_app.cron.entries import CronJobSpec
@@ -70,6 +71,18 @@ def reconcile(
         specs: the validated `jobs:` entries.
         now: the current time, for the rows' timestamps.
     """
+    try:
+        return _reconcile(session, scheduler, specs, now)
+    except IntegrityError:
+        # Processes starting together on one database add the same new jobs: the first to
+        # store its rows wins, and this one applies the file again against them.
+        session.rollback()
+        return _reconcile(session, scheduler, specs, now)
+
+
+def _reconcile(
+    session: Session, scheduler: BaseScheduler, specs: Sequence[CronJobSpec], now: datetime
+) -> ReconcilePlan:
     plan = plan_reconcile(specs, stored_fingerprints(session))
     rows = {row.id: row for row in session.scalars(select(CronJob))}
     # End the read before the job store writes on its own connection: SQLite has one writer.

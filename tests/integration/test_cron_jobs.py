@@ -10,16 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select
 
 from scheduler_app.builtin import REGISTRY
+from scheduler_app.cron.reconcile import reconcile
+from scheduler_app.db.engine import create_session_factory
 from scheduler_app.db.models import CronJob, JobRun
 from scheduler_app.engine.executor import JobContext, RegisteredJob, registered_job
+from scheduler_app.engine.scheduler import QuarantiningJobStore
 from scheduler_app.errors import ConfigError
-from scheduler_app.runtime import Runtime
-from tests.support import ADMIN, Deployment, until_released, wait_until
+from scheduler_app.runtime import Runtime, job_specs
+from tests.support import ADMIN, Deployment, make_settings, until_released, wait_until
 
 CALLS: list[tuple[str, int]] = []
 # A lingering job runs until the test has seen what it waits for, however slow the machine.
@@ -392,3 +396,33 @@ def job_list(client: TestClient) -> list[dict[str, Any]]:
     assert answer.status_code == 200, answer.text
     items: list[dict[str, Any]] = answer.json()["items"]
     return items
+
+
+def test_processes_starting_together_store_each_new_job_once(engine: Engine) -> None:
+    specs = job_specs(make_settings(Path("unused"), "sqlite://"), REGISTRY)
+    now = datetime(2026, 12, 4, 9, tzinfo=UTC)
+    sessions = create_session_factory(engine)
+    schedulers = [
+        BackgroundScheduler(
+            jobstores={"default": QuarantiningJobStore(engine=engine)}, timezone=UTC
+        )
+        for _ in range(2)
+    ]
+    for scheduler in schedulers:
+        scheduler.start(paused=True)
+    try:
+        with sessions() as first, sessions() as second:
+            # The other process stores the same new jobs after this one read that there were
+            # none, just before this one stores them.
+            def other_process_first(*_: object) -> None:
+                reconcile(second, schedulers[1], specs, now)
+
+            event.listen(first, "before_flush", other_process_first, once=True)
+            plan = reconcile(first, schedulers[0], specs, now)
+        assert plan.summary()["unchanged"] == [spec.id for spec in specs]
+        with sessions() as session:
+            assert session.scalars(select(CronJob.id)).all() == [spec.id for spec in specs]
+        assert [job.id for job in schedulers[0].get_jobs()] == [spec.id for spec in specs]
+    finally:
+        for scheduler in schedulers:
+            scheduler.shutdown(wait=False)
