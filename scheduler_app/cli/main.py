@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import gc
-import logging
+import os
 import signal
-import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -49,46 +48,58 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
     config: ConfigOption = None,
+    workers: Annotated[
+        int,
+        typer.Option(help="Processes serving on the one address, each a whole service process."),
+    ] = 1,
 ) -> None:
     """Serve the API and run the scheduler."""
     import uvicorn
 
-    from scheduler_app.app import create_app
-    from scheduler_app.cli.serve import ListenError, listen, uvicorn_config
+    from scheduler_app.cli.serve import (
+        ListenError,
+        configure_logging,
+        listen,
+        run_workers,
+        service_app,
+        uvicorn_config,
+        worker_app,
+    )
 
+    if workers < 1:
+        typer.echo(f"scheduler-app: --workers must be at least 1, not {workers}", err=True)
+        raise typer.Exit(2)
     settings = _settings(config)
     try:
         sock = listen(host, port)
     except ListenError as exc:
         typer.echo(f"scheduler-app: {exc}", err=True)
         raise typer.Exit(1) from None
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings)
     # Checking the jobs and migrating here first turns a bad jobs list or an unreachable
-    # database into a clear message instead of a traceback from inside the server.
+    # database into a clear message instead of a traceback from inside the server. With
+    # several workers, it also migrates once, before any of them starts.
     _job_specs(settings, exit_code=2)
     _migrate(settings)
+    options = {
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "log_level": settings.log_level,
+        "timeout_graceful_shutdown": int(settings.scheduler.shutdown_timeout_s) + 5,
+    }
+    if workers > 1:
+        # Each worker builds its app from the configuration file this process read; an
+        # absolute path, whatever a worker's working folder.
+        config_file = settings.config_file.absolute() if settings.config_file else None
+        factory = partial(worker_app, config_file, os.getpid())
+        worker = uvicorn_config(factory, settings.server, factory=True, **options)
+        raise typer.Exit(run_workers(worker, sock))
     # uvicorn re-raises the SIGTERM or SIGINT it handled once it has shut down; a no-op
     # handler turns that into a normal exit (status 0) instead of death by signal.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda *_: None)
-    application = create_app(settings)
-    # Everything imported so far lives as long as the process: leaving it out of the cyclic
-    # garbage collector's full passes shortens the pauses that delay API answers under load.
-    gc.freeze()
-    server = uvicorn.Server(
-        uvicorn_config(
-            application,
-            settings.server,
-            host=host,
-            port=port,
-            log_level=settings.log_level,
-            timeout_graceful_shutdown=int(settings.scheduler.shutdown_timeout_s) + 5,
-        )
-    )
+    server = uvicorn.Server(uvicorn_config(service_app(settings), settings.server, **options))
     server.run(sockets=[sock])
 
 

@@ -97,6 +97,8 @@ class Service:
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        # Options added to the command line (e.g. ["--workers", "3"]).
+        self.options: list[str] = []
 
     @property
     def base_url(self) -> str:
@@ -126,7 +128,7 @@ class Service:
         self._wait_ready()
 
     def command(self) -> list[str]:
-        return service_command(self.config_path, self.port)
+        return [*service_command(self.config_path, self.port), *self.options]
 
     def _wait_ready(self) -> None:
         assert self.process is not None
