@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from scheduler_app.cli.serve import WORKER_HEALTHCHECK_TIMEOUT_S
 from tests.acceptance.conftest import ServiceFactory
 from tests.acceptance.service import service_command
 from tests.support import free_port
@@ -202,13 +203,14 @@ def test_workers_share_one_port_one_migration_and_one_admin_token(
             answer = client.get("/jobs", headers={"Authorization": f"Bearer {token}"})
             assert answer.status_code == 200
 
-    # A worker that dies is replaced.
+    # A worker that dies is replaced: at once, or after the supervisor's health check times
+    # out (WORKER_HEALTHCHECK_TIMEOUT_S) when it dies while that check waits for its answer.
     killed = min(workers)
     os.kill(killed, signal.SIGKILL)
     service.wait_until(
         "a worker in place of the killed one",
         lambda: len(now := worker_pids(parent)) == 3 and killed not in now,
-        30,
+        WORKER_HEALTHCHECK_TIMEOUT_S + 20,
     )
     workers = worker_pids(parent)
     service.wait_until(
