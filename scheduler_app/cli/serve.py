@@ -138,6 +138,9 @@ def configure_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Alembic logs the set-up of each of its plugins when it is first imported, in every
+    # process: seven lines of noise at each start.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def service_app(settings: Settings) -> FastAPI:
