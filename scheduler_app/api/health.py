@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from fastapi import APIRouter, Response, status
 
@@ -28,10 +29,14 @@ async def healthz() -> Health:
     responses={503: {"model": Health, "description": "Not ready; checks say why."}},
 )
 async def readyz(runtime: RuntimeDep, response: Response) -> Health:
-    """Ready when the scheduler runs (unless disabled here) and the database answers."""
+    """Ready when the database answers and, in the leader, the scheduler runs. A follower is
+    ready too: it serves the whole API while the leader runs the jobs."""
     checks: dict[str, str] = {}
+    role: Literal["leader", "follower"] = "leader" if runtime.elector.leading else "follower"
     if not runtime.settings.scheduler.enabled:
         checks["scheduler"] = "disabled in this process"
+    elif role == "follower":
+        checks["scheduler"] = "following: another process leads"
     else:
         checks["scheduler"] = "running" if runtime.scheduler_running else "not running"
     try:
@@ -42,4 +47,4 @@ async def readyz(runtime: RuntimeDep, response: Response) -> Health:
     ready = checks["database"] == "ok" and checks["scheduler"] != "not running"
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return Health(status="ready" if ready else "unavailable", checks=checks)
+    return Health(status="ready" if ready else "unavailable", role=role, checks=checks)

@@ -17,6 +17,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from scheduler_app.cluster.fence import Fenced
 from scheduler_app.db.batch_writer import Grouped
 from scheduler_app.db.engine import with_db_retries
 from scheduler_app.engine.executor import JobContext, Missed, RetryLater
@@ -73,7 +74,10 @@ class TaskJob:
         rules = self.policy_of(ctx.settings)
 
         def start() -> Awaitable[tuple[str, TaskAttempt | None]]:
-            starting = attempts.AttemptStart(task_id, ctx.clock(), rules.late_window)
+            fence = ctx.fence
+            starting = attempts.AttemptStart(
+                task_id, ctx.clock(), rules.late_window, fence.term, fence.enforced
+            )
             return ctx.writer.run_grouped(attempts.START_ATTEMPTS, starting)
 
         # Each database step is a short transaction shared with the attempts due at the same
@@ -82,6 +86,8 @@ class TaskJob:
         # however long the database is away: the job stays running meanwhile, so the recovery
         # pass, which skips running jobs, never runs the task again.
         outcome, attempt = await with_db_retries(start)
+        if outcome == "fenced":
+            raise Fenced(f"task {task_id}: not started, this process no longer leads")
         if attempt is None:
             if outcome in ("missed", "failed"):
                 logger.warning("task %s %s: past its late window", task_id, outcome)
