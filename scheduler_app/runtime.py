@@ -322,7 +322,7 @@ class Runtime:
             services.append(Listener(self.engine, handlers))
         services += [
             JobDispatch(self.scheduler, self.executor, self._catch_up, timeout_s),
-            DuePoll(self.scheduler.wakeup, self.settings.scheduler.poll_interval_s),
+            DuePoll(self.scheduler.poll, self.settings.scheduler.poll_interval_s),
             RecoverySweep(
                 self.recover,
                 self.scheduler.wakeup,
@@ -334,7 +334,7 @@ class Runtime:
 
     def _notified_due(self) -> None:
         if self.elector.leading:
-            self.scheduler.wakeup()
+            self.scheduler.poll()
 
     def in_session(self, work: Callable[..., T], *args: Any) -> T:
         """work(session, *args) in a session of its own (blocking: call it in a worker thread)."""
