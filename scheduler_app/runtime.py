@@ -298,7 +298,12 @@ class Runtime:
         """What a crash left behind: runs recorded as under way are closed, interrupted tasks
         scheduled again, lost jobs given back."""
         await asyncio.to_thread(self.in_session, runs.close_interrupted_runs, self.clock())
-        await asyncio.to_thread(self.in_session, recovery.reset_interrupted, self.clock())
+        # Attempts of this process's previous term that still record their outcome (the
+        # database was away) are its own, not interrupted.
+        running_here = {job_id.partition(":")[2] for job_id in self.executor.running_job_ids()}
+        await asyncio.to_thread(
+            self.in_session, recovery.reset_interrupted, self.clock(), running_here
+        )
         await self.recover()
 
     def _background_services(self, checkpointer: WalCheckpointer | None) -> list[BackgroundService]:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response, status
 
 from scheduler_app.api.deps import RuntimeDep
 from scheduler_app.api.errors import ServiceRoute
-from scheduler_app.api.schemas import Health
+from scheduler_app.api.schemas import Health, Readiness
 from scheduler_app.db.engine import ping
 
 router = APIRouter(tags=["health"], route_class=ServiceRoute)
@@ -25,10 +25,10 @@ async def healthz() -> Health:
 
 @router.get(
     "/readyz",
-    response_model=Health,
-    responses={503: {"model": Health, "description": "Not ready; checks say why."}},
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready; checks say why."}},
 )
-async def readyz(runtime: RuntimeDep, response: Response) -> Health:
+async def readyz(runtime: RuntimeDep, response: Response) -> Readiness:
     """Ready when the database answers and, in the leader, the scheduler runs. A follower is
     ready too: it serves the whole API while the leader runs the jobs."""
     checks: dict[str, str] = {}
@@ -47,4 +47,4 @@ async def readyz(runtime: RuntimeDep, response: Response) -> Health:
     ready = checks["database"] == "ok" and checks["scheduler"] != "not running"
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return Health(status="ready" if ready else "unavailable", role=role, checks=checks)
+    return Readiness(status="ready" if ready else "unavailable", role=role, checks=checks)

@@ -157,8 +157,14 @@ class ReminderCreated(ReminderPublic):
 
 class Health(BaseModel):
     status: str
-    # "leader" (runs the scheduler) or "follower"; readiness only.
-    role: Literal["leader", "follower"] | None = None
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class Readiness(BaseModel):
+    status: str
+    role: Literal["leader", "follower"] = Field(
+        description="`leader` runs the scheduler; a `follower` serves the API only."
+    )
     checks: dict[str, str] = Field(default_factory=dict)
 
 

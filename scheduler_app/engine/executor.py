@@ -206,10 +206,15 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         return await finish_or_cancel(self._slots.running(), timeout_s)
 
     async def settle(self, timeout_s: float) -> int:
-        """Wait for the running jobs up to timeout_s, then cancel the rest; how many were
-        cancelled. Unlike drain, jobs may start again after: a leader stepping down closes its
-        fence first, so that those waiting for a slot start nothing."""
-        return await finish_or_cancel(self._slots.running(), timeout_s)
+        """Wait up to timeout_s for the running jobs; how many still run. Unlike drain, nothing
+        is cancelled (a delivery done waits for the database to record it, however long) and
+        jobs may start again after: a leader stepping down closes its fence first, so that
+        those waiting for a slot start nothing."""
+        running = self._slots.running()
+        if not running:
+            return 0
+        _, pending = await asyncio.wait(running, timeout=timeout_s)
+        return len(pending)
 
     def submit_job(self, job: Job, run_times: list[datetime]) -> None:
         with self._instances_lock:

@@ -85,7 +85,9 @@ class JobDispatch:
         unfinished = await self._executor.settle(self._timeout_s)
         if unfinished:
             logger.warning(
-                "%d job(s) did not finish in time; the next leader resumes them", unfinished
+                "%d job(s) still run after %ss; they go on, and record their outcome once they can",
+                unfinished,
+                self._timeout_s,
             )
 
 
