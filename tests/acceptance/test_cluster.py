@@ -355,6 +355,54 @@ def test_a_leader_paused_past_its_lease_wakes_as_a_follower_and_delivers_nothing
     assert (still.id, still.term) == (new.id, new.term), (still, new)
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_leader_paused_mid_delivery_changes_nothing_when_its_attempts_fail_late(
+    make_cluster: ClusterFactory, smtp_sink: SmtpSink
+) -> None:
+    """Paused with messages on their way, it wakes to SMTP timeouts that ran out meanwhile;
+    the new leader has sent those reminders again. The late failures schedule no retry and
+    leave every reminder sent."""
+    smtp_sink.delay_s = 0.5
+    extra = {
+        **smtp_environment(smtp_sink.host, smtp_sink.port),
+        **SHORT_LEASE,
+        "SCHEDULER_MAIL__SMTP__TIMEOUT_S": "2",
+    }
+    cluster = make_cluster(extra=extra)
+    leader = cluster.wait_for_leader()
+    followers = cluster.followers(leader)
+    ids = subscribe(cluster, subscriptions(200, delay_s=2.0, spread_s=2.0))
+    wait_until(lambda: smtp_sink.sending_started() >= 20, timeout_s=20, interval_s=0.005)
+    cluster.pause(leader.service)
+    paused = time.monotonic()
+    try:
+        cluster.wait_for_leader(via=followers[0], other_than=leader, timeout_s=LEASE_S + 10)
+        time.sleep(max(paused + 2 * LEASE_S + 1 - time.monotonic(), 0))
+    finally:
+        cluster.resume(leader.service)
+    wait_delivered(cluster, smtp_sink, ids, timeout_s=30)
+    wait_until(lambda: cluster.role(leader.service) == "follower", timeout_s=LEASE_S + 3)
+    time.sleep(LATE_COPY_S)
+
+    received = deliveries(smtp_sink.received(), ids)
+    with followers[0].client() as client:
+        headers = Service.admin_headers()
+        sent = client.get("/reminders", params={"status": "sent", "limit": 500}, headers=headers)
+        jobs = client.get("/jobs", params={"limit": 500}, headers=headers)
+        running = client.get("/runs", params={"outcome": "running"}, headers=headers)
+    left = {job["id"] for job in jobs.json()["items"]} & {f"reminder:{rid}" for rid in ids}
+    print(
+        f"\npaused mid-delivery: {received.duplicates} duplicate(s) (same Message-ID), "
+        f"{len(left)} job(s) left for sent reminders"
+    )
+    if received.missing or received.unexpected or received.under_two_ids:
+        cluster.fail(f"not delivered once under one Message-ID each: {received}")
+    if {item["id"] for item in sent.json()["items"]} != ids:
+        cluster.fail(f"not every reminder is recorded sent: {sent.json()}")
+    if left or running.json()["items"]:
+        cluster.fail(f"jobs left for reminders already sent: {sorted(left)}; {running.json()}")
+
+
 # --- 4. PostgreSQL stops under the cluster ---------------------------------------------------
 
 OUTAGE_S = 15.0
