@@ -64,6 +64,12 @@ class RetryLater(Exception):
         self.at = at
 
 
+class Superseded(Exception):
+    """Raised by a task's job function whose failed attempt is no longer the task's current
+    one (cancelled meanwhile, or run again by a new leader): recorded as an error run, and
+    nothing is scheduled."""
+
+
 @dataclass(frozen=True)
 class JobContext:
     """What a job function may use: passed in, never imported from a global."""
@@ -443,6 +449,9 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
             # Nothing ran: the lease was lost before the attempt could start. The leader runs it.
             outcome, error = RunOutcome.ERROR, f"not run: {exc}"
             logger.warning("job %s: %s", job_id, exc)
+        except Superseded as exc:
+            outcome, error = RunOutcome.ERROR, str(exc)
+            logger.warning("job %s (%s): %s", job_id, name, exc)
         except RetryLater as exc:
             outcome, error = RunOutcome.ERROR, str(exc)
             logger.warning("job %s (%s): %s", job_id, name, exc)

@@ -219,13 +219,13 @@ MARK_SENT = Grouped("mark sent", mark_all_succeeded, patient=True)
 
 
 def record_retry(
-    session: Session, task_id: str, now: datetime, retry_at: datetime, error: str
-) -> None:
-    """Schedule the running task for another attempt at retry_at, with this attempt's error.
-    A task cancelled meanwhile stays cancelled."""
-    session.execute(
+    session: Session, task_id: str, attempt: int, now: datetime, retry_at: datetime, error: str
+) -> bool:
+    """Schedule the running task for another attempt at retry_at, with this attempt's error;
+    whether it was (see _still_running)."""
+    result = session.execute(
         update(TASKS)
-        .where(TASKS.c.id == task_id, TASKS.c.status == TaskStatus.RUNNING)
+        .where(*_still_running(task_id, attempt))
         .values(
             status=TaskStatus.SCHEDULED,
             last_error=error[:MAX_ERROR_LENGTH],
@@ -233,7 +233,34 @@ def record_retry(
             updated_at=now,
         )
     )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def mark_failed(session: Session, task_id: str, now: datetime, error: str) -> None:
-    finish(session, task_id, TaskStatus.FAILED, now, error)
+def mark_failed(session: Session, task_id: str, attempt: int, now: datetime, error: str) -> bool:
+    """Record the task failed after this attempt; whether it was (see _still_running)."""
+    result = session.execute(
+        update(TASKS)
+        .where(*_still_running(task_id, attempt))
+        .values(
+            status=TaskStatus.FAILED,
+            last_error=error[:MAX_ERROR_LENGTH],
+            finished_at=now,
+            updated_at=now,
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _still_running(task_id: str, attempt: int) -> tuple[ColumnElement[bool], ...]:
+    """The task is still in this attempt: running, and no attempt counted since.
+
+    A failed attempt's outcome is written only then. Otherwise the task has moved on: it was
+    cancelled, or this process lost the lease mid-attempt (a long pause) and the new leader
+    put the task back and ran it again, maybe to success. A late failure of the old attempt
+    must then neither undo that nor schedule another attempt.
+    """
+    return (
+        TASKS.c.id == task_id,
+        TASKS.c.status == TaskStatus.RUNNING,
+        TASKS.c.attempts == attempt,
+    )
