@@ -1,9 +1,11 @@
 """Command line: `python -m bench run SCENARIO --db sqlite|postgres [--target ...]`,
 `python -m bench all`, `python -m bench report`.
 
-Scenarios: storm, tasks, spread, crash, enqueue, mixed, scale. Targets: scheduler_app,
-baseline, limit (default: all three; tasks runs on scheduler_app alone). BENCH_QUICK=1 runs
-smaller numbers and writes to bench/results/quick/ instead of bench/results/.
+Scenarios: storm, tasks, spread, crash, enqueue, mixed, failover, scale. Targets:
+scheduler_app, baseline, limit (default: all three; tasks and failover run on scheduler_app
+alone). `--processes 3` runs storm or enqueue on three scheduler_app processes of one
+database. BENCH_QUICK=1 runs smaller numbers and writes to bench/results/quick/ instead of
+bench/results/.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,16 +25,35 @@ from bench.scenarios import SCENARIOS, SKIPPED, cleanup, log, run_directory
 
 ALL_TARGETS = ("scheduler_app", "baseline", "limit")
 # scale and enqueue have no limit column of their own: enqueue measures the client ceiling
-# against a no-op endpoint as its limit, scale has none.
-TARGETS_BY_SCENARIO = {"scale": ("scheduler_app", "baseline")}
+# against a no-op endpoint as its limit, scale has none. failover is scheduler_app's alone.
+TARGETS_BY_SCENARIO = {"scale": ("scheduler_app", "baseline"), "failover": ("scheduler_app",)}
+# Scenarios that run on several scheduler_app processes with --processes N.
+MULTI_PROCESS = ("storm", "enqueue")
 
 
 def results_dir() -> Any:
     return RESULTS / "quick" if quick() else RESULTS
 
 
-def run_one(scenario: str, db: str, target: str, keep: bool, size: int | None = None) -> bool:
+@dataclass(frozen=True)
+class Options:
+    """What some scenarios take from the command line."""
+
+    keep: bool = False
+    # scale: pending reminders.
+    size: int | None = None
+    # storm, enqueue: scheduler_app processes on the one database.
+    processes: int = 1
+    # failover: leader kills of each kind, SIGTERMs, and the lease (None: the default).
+    kills: int = 10
+    lease_s: float | None = None
+
+
+def run_one(scenario: str, db: str, target: str, options: Options) -> bool:
+    size = options.size
     name = scenario if size is None else f"scale-{_size_name(size)}"
+    if options.processes > 1:
+        name = f"{scenario}-{options.processes}p"
     if (scenario, target) in SKIPPED:
         log(f"=== {name} on {db}: {target} skipped: {SKIPPED[(scenario, target)]} ===")
         return True
@@ -39,7 +61,7 @@ def run_one(scenario: str, db: str, target: str, keep: bool, size: int | None = 
     began = time.time()
     code = service_code()
     load_before = os.getloadavg()
-    with run_directory(name, db, target) as run:
+    with run_directory(name, db, target, options.processes, options.kills, options.lease_s) as run:
         try:
             if scenario == "scale":
                 from bench.scale import scale_run
@@ -69,7 +91,7 @@ def run_one(scenario: str, db: str, target: str, keep: bool, size: int | None = 
             "work_directory": str(run.directory),
         }
         write_json(results_dir() / f"{name}-{db}-{target}.json", result)
-        cleanup(run, keep=keep or not ok)
+        cleanup(run, keep=options.keep or not ok)
     return ok
 
 
@@ -99,6 +121,15 @@ def main() -> int:
     one.add_argument("--target", choices=ALL_TARGETS, action="append")
     one.add_argument("--size", type=int, help="scale: pending reminders (default 100000)")
     one.add_argument("--keep", action="store_true", help="keep the work directory and logs")
+    one.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="storm, enqueue: scheduler_app processes on the one database, the load spread "
+        "over all (results as SCENARIO-Np; scheduler_app only)",
+    )
+    one.add_argument("--kills", type=int, default=10, help="failover: kills of each kind")
+    one.add_argument("--lease-s", type=float, help="failover: scheduler.lease_s (default 10)")
     every = commands.add_parser("all", help="every scenario on every database")
     every.add_argument("--db", action="append", choices=("sqlite", "postgres"))
     every.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
@@ -108,16 +139,23 @@ def main() -> int:
 
     ok = True
     if args.command == "run":
+        if args.processes < 1 or (args.processes > 1 and args.scenario not in MULTI_PROCESS):
+            parser.error(f"--processes N (N > 1) runs {' and '.join(MULTI_PROCESS)} only")
         targets = args.target or TARGETS_BY_SCENARIO.get(args.scenario, ALL_TARGETS)
+        if args.processes > 1:
+            # The baseline and the limit are one process each; the storm's paired limit runs
+            # within scheduler_app's attempts all the same.
+            targets = ["scheduler_app"]
         sizes: list[int | None] = [None]
         if args.scenario == "scale":
             sizes = [args.size] if args.size else list(scale_sizes())
         for size in sizes:
+            options = Options(args.keep, size, args.processes, args.kills, args.lease_s)
             for target in targets:
-                ok &= run_one(args.scenario, args.db, target, args.keep, size)
+                ok &= run_one(args.scenario, args.db, target, options)
     elif args.command == "all":
         began = time.time()
-        order = ["storm", "tasks", "spread", "crash", "enqueue", "mixed", "scale"]
+        order = ["storm", "tasks", "spread", "crash", "enqueue", "mixed", "failover", "scale"]
         chosen = [name for name in order if not args.scenario or name in args.scenario]
         for db in args.db or ["sqlite", "postgres"]:
             for scenario in chosen:
@@ -126,7 +164,7 @@ def main() -> int:
                 )
                 for size in scenario_sizes:
                     for target in TARGETS_BY_SCENARIO.get(scenario, ALL_TARGETS):
-                        ok &= run_one(scenario, db, target, args.keep, size)
+                        ok &= run_one(scenario, db, target, Options(args.keep, size))
         log(f"all scenarios done in {(time.time() - began) / 60:.1f} min")
     path = report.write(results_dir())
     log(f"table written to {path}")

@@ -1,15 +1,17 @@
 """The load client, a process of its own: a small keep-alive HTTP/1.1 client on raw asyncio
 streams (several times faster than httpx, see the ceiling check), with three commands:
 
-- `post`: POST /subscribe `--count` times over `--concurrency` connections, reminder i due at
-  `--due-start + i * --spread / --count`; records id, due time, status and latency per request.
+- `post`: POST /subscribe `--count` times over `--concurrency` connections (spread over every
+  `--url` given: the processes of a cluster), reminder i due at `--due-start + i * --spread /
+  --count`; records id, due time, status and latency per request.
   With `--job NAME` (and the admin `--token`), POST /tasks instead: task i of that job, its
   arguments `email` and `index`, with `run_at` at the same due time.
 - `probe`: steady, paced requests (GET /healthz, GET /jobs?limit=50, POST /subscribe far in the
   future) until SIGTERM or `--duration`; records time, route, status and latency per request.
 - `ceiling`: as many POSTs as it can for `--duration` against one URL.
 - `paced`: POST /subscribe at a fixed `--rate` for `--duration` (open loop, over a pool of
-  connections), each latency counted from the moment the request was due to go out.
+  connections to every `--url` given), each latency counted from the moment the request was
+  due to go out.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def task_body(job: str, i: int, due: datetime) -> bytes:
 
 
 async def post(args: argparse.Namespace) -> None:
-    host, port = _address(args.url)
+    addresses = [_address(url) for url in args.url]
     start = datetime.fromtimestamp(args.due_start, UTC)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(args.count):
@@ -134,9 +136,10 @@ async def post(args: argparse.Namespace) -> None:
     path = "/tasks" if args.job else "/subscribe"
     with args.out.open("w") as out:
 
-        async def worker() -> None:
+        async def worker(number: int) -> None:
             nonlocal ok
-            connection = Connection(host, port)
+            # Connection by connection over every URL given (a cluster's processes).
+            connection = Connection(*addresses[number % len(addresses)])
             while True:
                 try:
                     i = queue.get_nowait()
@@ -165,7 +168,7 @@ async def post(args: argparse.Namespace) -> None:
                 out.write(json.dumps(record) + "\n")
 
         began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        await asyncio.gather(*(worker(n) for n in range(args.concurrency)))
         elapsed = time.perf_counter() - began
     latencies.sort()
     print(
@@ -259,11 +262,11 @@ async def paced(args: argparse.Namespace) -> None:
     """Open loop: request i is due at start + i / rate whatever the answers before it, and its
     latency runs from that moment. A server that falls behind keeps every connection busy, and
     the requests that wait for a free connection count their wait: no coordinated omission."""
-    host, port = _address(args.url)
+    addresses = [_address(url) for url in args.url]
     far = datetime.now(UTC) + timedelta(days=30)
     idle: asyncio.Queue[Connection] = asyncio.Queue()
-    for _ in range(args.connections):
-        idle.put_nowait(Connection(host, port))
+    for number in range(args.connections):
+        idle.put_nowait(Connection(*addresses[number % len(addresses)]))
     latencies: list[float] = []
     errors = 0
 
@@ -311,7 +314,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("post")
-    p.add_argument("--url", required=True)
+    p.add_argument("--url", required=True, action="append", help="again for each process")
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--due-start", type=float, required=True, help="epoch seconds")
     p.add_argument("--spread", type=float, default=0.0)
@@ -332,7 +335,7 @@ def main() -> None:
     c.add_argument("--duration", type=float, default=10.0)
     c.add_argument("--concurrency", type=int, default=32)
     r = commands.add_parser("paced")
-    r.add_argument("--url", required=True)
+    r.add_argument("--url", required=True, action="append", help="again for each process")
     r.add_argument("--rate", type=float, required=True, help="requests per second")
     r.add_argument("--duration", type=float, default=10.0)
     r.add_argument("--connections", type=int, default=64)

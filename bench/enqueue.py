@@ -15,10 +15,10 @@ import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench.common import PYTHON, Child, database, free_port, quick, wait_port
-from bench.scenarios import Run, log, sink
-from bench.targets import TARGETS
+from bench.scenarios import Run, log, make_target, sink
 
 WRK_THREADS = 2
 WRK_CONNECTIONS = 32
@@ -54,22 +54,27 @@ def parse_wrk(output: str) -> dict[str, Any]:
     return figures
 
 
-def wrk(url: str, duration_s: float, body: dict[str, Any], directory: Any) -> dict[str, Any]:
+def wrk(urls: list[str], duration_s: float, body: dict[str, Any], directory: Any) -> dict[str, Any]:
+    """wrk against one URL, or spread over several processes' URLs (same path): then one
+    thread per URL, each on its own port, and the connections split evenly between them."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk not found: apt-get install -y wrk")
+    threads = WRK_THREADS if len(urls) == 1 else len(urls)
+    connections = WRK_CONNECTIONS - WRK_CONNECTIONS % threads
     script = directory / "post.lua"
-    script.write_text(_post_script(body))
+    ports = [urlsplit(url).port for url in urls] if len(urls) > 1 else []
+    script.write_text(_post_script(body) + _spread_script(ports))
     argv = [
         "wrk",
-        f"-t{WRK_THREADS}",
-        f"-c{WRK_CONNECTIONS}",
+        f"-t{threads}",
+        f"-c{connections}",
         f"-d{int(duration_s)}s",
         "--timeout",
         "30s",
         "--latency",
         "-s",
         str(script),
-        url,
+        urls[0],
     ]
     done = subprocess.run(  # noqa: S603
         argv, capture_output=True, text=True, timeout=duration_s + 60, check=False
@@ -78,6 +83,22 @@ def wrk(url: str, duration_s: float, body: dict[str, Any], directory: Any) -> di
     figures = parse_wrk(done.stdout)
     figures["wrk_command"] = " ".join(argv)
     return figures
+
+
+def _spread_script(ports: list[int | None]) -> str:
+    """wrk's setup(): thread n connects to the n-th port (wrk calls it once per thread, in
+    order, before any request)."""
+    if not ports:
+        return ""
+    listed = ", ".join(str(port) for port in ports)
+    return (
+        f"local ports = {{{listed}}}\n"
+        "local threads = 0\n"
+        "function setup(thread)\n"
+        "  threads = threads + 1\n"
+        '  thread.addr = wrk.lookup("127.0.0.1", tostring(ports[threads]))[1]\n'
+        "end\n"
+    )
 
 
 def _post_script(body: dict[str, Any]) -> str:
@@ -110,8 +131,9 @@ def python_client(url: str, duration_s: float) -> dict[str, Any]:
     }
 
 
-def paced_client(url: str, duration_s: float) -> dict[str, Any]:
-    argv = ["paced", "--url", url, "--rate", str(PACED_RATE), "--duration", str(duration_s)]
+def paced_client(urls: list[str], duration_s: float) -> dict[str, Any]:
+    targets = [flag for url in urls for flag in ("--url", url)]
+    argv = ["paced", *targets, "--rate", str(PACED_RATE), "--duration", str(duration_s)]
     # A target slower than the offered rate takes several times the duration to answer all.
     result = _bench_client([*argv, "--connections", str(PACED_CONNECTIONS)], duration_s * 10 + 120)
     return {f"paced_{name}": value for name, value in result.items()}
@@ -138,10 +160,12 @@ def enqueue_run(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
         "subject": "Bench",
         "message": "A benchmark reminder.",
     }
+    spread = run.processes > 1
     params = {
         "duration_s": duration,
-        "wrk_threads": WRK_THREADS,
-        "wrk_connections": WRK_CONNECTIONS,
+        "processes": run.processes,
+        "wrk_threads": run.processes if spread else WRK_THREADS,
+        "wrk_connections": WRK_CONNECTIONS - WRK_CONNECTIONS % run.processes,
         "body": "POST /subscribe, the same JSON each time but for a new address, due in 30 days",
         "limit": "the same wrk command against a no-op FastAPI POST endpoint, one uvicorn worker",
         "paced": f"{PACED_RATE:g} POST/s offered for the same duration over "
@@ -168,7 +192,7 @@ def enqueue_run(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
             if not wait_port(port, 20):
                 raise RuntimeError(f"the no-op app did not start:\n{noop.tail()}")
             url = f"http://127.0.0.1:{port}/noop"
-            figures.update(wrk(url, duration, body, run.directory))
+            figures.update(wrk([url], duration, body, run.directory))
             time.sleep(1)
             figures.update(python_client(url, duration))
             log(
@@ -182,12 +206,13 @@ def enqueue_run(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
         sink(run.directory) as (sink_port, _, _),
         database(run.db, run.directory, run.target) as url,
     ):
-        server = TARGETS[run.target](run.directory, url, sink_port)
+        server = make_target(run, url, sink_port)
         try:
             figures["startup_s"] = server.start()
-            figures.update(wrk(server.url + "/subscribe", duration, body, run.directory))
+            urls = [f"{process}/subscribe" for process in server.urls]
+            figures.update(wrk(urls, duration, body, run.directory))
             time.sleep(1)
-            figures.update(paced_client(server.url, duration))
+            figures.update(paced_client(server.urls, duration))
             server.record_rss()
             figures["stored_after_run"] = server.pending()
             figures["peak_rss_mb"] = max(server.peak_rss, default=0) / 2**20 or None

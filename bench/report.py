@@ -71,6 +71,23 @@ ROWS: list[tuple[str, str, float, int]] = [
     ("burst_on_backlog_duplicated", "burst on the backlog: duplicated", 1, 0),
     ("burst_on_backlog_drain_s", "burst on the backlog: drain from its due time (s)", 1, 2),
     ("burst_on_backlog_fire_lag_p99_s", "burst on the backlog: fire lag p99 (s)", 1, 3),
+    *[
+        (f"{kind}_{figure}", f"failover, {label}: {what}", 1, 2)
+        for kind, label in (
+            ("sigkill_pid_gone", "SIGKILL, pid seen gone"),
+            ("sigkill_pid_lingering", "SIGKILL, pid lingering (as on another host)"),
+            ("sigterm", "SIGTERM"),
+        )
+        for figure, what in (
+            ("take_over_p50_s", "signal -> new leader p50 (s)"),
+            ("take_over_max_s", "signal -> new leader max (s)"),
+            ("first_delivery_p50_s", "signal -> first delivery of work due after it p50 (s)"),
+            ("first_delivery_max_s", "signal -> first delivery of work due after it max (s)"),
+            ("late_max_s", "latest delivery behind its due time (s)"),
+        )
+    ],
+    ("delivered_under_two_message_ids", "reminders delivered under two Message-IDs", 1, 0),
+    ("sigterm_exit_codes", "exit codes after SIGTERM", 1, 0),
     ("peak_rss_mb", "peak RSS of the service (MiB)", 1, 0),
 ]
 
@@ -126,7 +143,19 @@ def _ratio(mine: Any, other: Any) -> str:
 
 
 def _order(scenario: str) -> tuple[int, str]:
-    order = ["storm", "tasks", "spread", "crash", "enqueue", "mixed", "scale-100k", "scale-1m"]
+    order = [
+        "storm",
+        "storm-3p",
+        "tasks",
+        "spread",
+        "crash",
+        "enqueue",
+        "enqueue-3p",
+        "mixed",
+        "failover",
+        "scale-100k",
+        "scale-1m",
+    ]
     return (order.index(scenario) if scenario in order else len(order), scenario)
 
 

@@ -333,7 +333,7 @@ def scale_run(run: Run, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
                 figures[f"{name}_statuses"] = timing["statuses"]
             # The enqueue rate right after start-up with this many pending; the comparison with
             # an empty database is made in alternating pairs at the end.
-            loaded = wrk(server.url + "/subscribe", WRK_DURATION_S, SUBSCRIBE_BODY, run.directory)
+            loaded = wrk([server.url + "/subscribe"], WRK_DURATION_S, SUBSCRIBE_BODY, run.directory)
             figures.update({f"with_pending_{key}": value for key, value in loaded.items()})
             # Idle: nothing is due, yet scheduler_app's recovery pass runs every
             # scheduler.recovery_interval_s (60 s); this window holds at least one.
@@ -388,7 +388,7 @@ def _wrk_rate(run: Run, server: Server) -> float:
     server.start()
     try:
         time.sleep(SETTLE_S)
-        figures = wrk(server.url + "/subscribe", WRK_DURATION_S, SUBSCRIBE_BODY, run.directory)
+        figures = wrk([server.url + "/subscribe"], WRK_DURATION_S, SUBSCRIBE_BODY, run.directory)
     finally:
         server.stop()
     return float(figures["wrk_requests_per_s"])

@@ -4,6 +4,7 @@ returns every figure it measured; bench.__main__ writes them to bench/results/."
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import statistics
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.cluster import SchedulerAppCluster
 from bench.common import (
     ADMIN_TOKEN,
     BENCH,
@@ -58,6 +60,10 @@ SKIPPED = {
         "the limit for this many messages due at one instant is the storm's limit column (same "
         "count, same sink)"
     ),
+    ("failover", "baseline"): (
+        "the baseline runs one process: two on one job store would both run every job"
+    ),
+    ("failover", "limit"): "the limit has no scheduler, hence no leader to lose",
 }
 
 
@@ -72,14 +78,36 @@ class Run:
     target: str
     directory: Path
     notes: list[str]
+    # scheduler_app processes on the one database (storm and enqueue; failover has 3).
+    processes: int = 1
+    # failover: leader kills (and SIGTERMs) of each kind, and the lease (None: the default).
+    kills: int = 10
+    lease_s: float | None = None
 
 
 @contextlib.contextmanager
-def run_directory(scenario: str, db: str, target: str) -> Iterator[Run]:
+def run_directory(
+    scenario: str,
+    db: str,
+    target: str,
+    processes: int = 1,
+    kills: int = 10,
+    lease_s: float | None = None,
+) -> Iterator[Run]:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     directory = WORK / f"{scenario}-{db}-{target}-{stamp}"
     directory.mkdir(parents=True, exist_ok=True)
-    yield Run(scenario, db, target, directory, [])
+    yield Run(scenario, db, target, directory, [], processes, kills, lease_s)
+
+
+def make_target(run: Run, database_url: str, sink_port: int) -> Server | SchedulerAppCluster:
+    """The target of a run: one process, or (run.processes > 1) a cluster of scheduler_app
+    processes on the one database."""
+    if run.processes == 1:
+        return TARGETS[run.target](run.directory, database_url, sink_port)
+    if run.target != "scheduler_app":
+        raise ValueError(f"{run.target} runs as one process only")
+    return SchedulerAppCluster(run.directory, database_url, sink_port, run.processes)
 
 
 @contextlib.contextmanager
@@ -145,7 +173,7 @@ def drain(
 
 
 def post_reminders(
-    server: Server,
+    server: Server | SchedulerAppCluster,
     run: Run,
     count: int,
     spread: float,
@@ -168,9 +196,16 @@ def post_reminders(
 
 
 def _poster(
-    server: Server, run: Run, count: int, due_start: float, spread: float, job: str | None
+    server: Server | SchedulerAppCluster,
+    run: Run,
+    count: int,
+    due_start: float,
+    spread: float,
+    job: str | None,
 ) -> Child:
     task_flags = ["--job", job, "--token", ADMIN_TOKEN] if job is not None else []
+    # Spread over every process of the target, connection by connection.
+    urls = [flag for url in server.urls for flag in ("--url", url)]
     return Child(
         "poster",
         [
@@ -178,8 +213,7 @@ def _poster(
             "-m",
             "bench.client",
             "post",
-            "--url",
-            server.url,
+            *urls,
             "--count",
             str(count),
             "--due-start",
@@ -196,7 +230,7 @@ def _poster(
     )
 
 
-def _probe(server: Server, run: Run, rates: dict[str, float]) -> Child:
+def _probe(server: Server | SchedulerAppCluster, run: Run, rates: dict[str, float]) -> Child:
     argv = [
         PYTHON,
         "-m",
@@ -239,9 +273,9 @@ def delivery(
         sink(run.directory) as (sink_port, sink_log, sink_pid),
         database(run.db, run.directory, run.target) as url,
     ):
-        server = TARGETS[run.target](run.directory, url, sink_port)
+        server = make_target(run, url, sink_port)
         if job is not None:
-            if not isinstance(server, SchedulerApp):
+            if not isinstance(server, SchedulerApp | SchedulerAppCluster):
                 raise ValueError(f"{run.target} has no job functions of your own to run")
             server.use_job_module(TASK_JOB_MODULE)
         try:
@@ -259,6 +293,8 @@ def delivery(
             last_due = max(accepted.values(), default=due_start)
             restart_at = None
             if crash_downtime is not None:
+                if not isinstance(server, Server):
+                    raise ValueError("the crash scenario runs one process")
                 figures["pending_at_kill"] = server.pending()
                 server.kill()
                 log(f"{run.target}: SIGKILLed with {figures['pending_at_kill']} pending")
@@ -272,7 +308,7 @@ def delivery(
             probe = _probe(server, run, rates)
             log(f"{run.target}: {len(accepted)} accepted, waiting for delivery")
             meter = CpuMeter(
-                {"service": [server.pid], "sink": [sink_pid]}, database=run.db == "postgres"
+                {"service": server.pids, "sink": [sink_pid]}, database=run.db == "postgres"
             )
             sleep_until(due_start)
             meter.start()
@@ -331,7 +367,7 @@ def _attempts(
     for number in range(1, times + 1):
         directory = run.directory / f"attempt-{number}"
         directory.mkdir(exist_ok=True)
-        attempt = Run(run.scenario, run.db, run.target, directory, run.notes)
+        attempt = dataclasses.replace(run, directory=directory)
         results.append(measure(attempt, number))
     ranked = sorted(results, key=lambda figures: figures.get("drain_s") or float("inf"))
     chosen = dict(ranked[0] if fastest else ranked[len(ranked) // 2])
@@ -353,7 +389,7 @@ def _paired_storms(run: Run, count: int) -> dict[str, Any]:
         bounds.append(figures.get("cpu_bound_drain_s"))
         directory = attempt.directory / "paired-limit"
         directory.mkdir(exist_ok=True)
-        limit_run = Run(attempt.scenario, attempt.db, "limit", directory, attempt.notes)
+        limit_run = dataclasses.replace(attempt, target="limit", directory=directory, processes=1)
         limit = _limit_attempt(limit_run, count, 0.0, None, number)
         paired.append(limit.get("drain_s"))
         paired_cpu.append(limit.get("cpu_s_by_actor"))
@@ -458,6 +494,9 @@ def storm(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
         return params, delivery(run, count, 0.0)
     params["attempts"] = STORM_ATTEMPTS
     params["paired_limit"] = "the limit's storm run right after each attempt"
+    params["processes"] = run.processes
+    if run.processes > 1:
+        params["posted"] = f"round-robin over the {run.processes} processes' ports"
     return params, _paired_storms(run, count)
 
 
@@ -533,6 +572,12 @@ def enqueue(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
     return enqueue_run(run)
 
 
+def failover(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+    from bench.failover import failover_run
+
+    return failover_run(run)
+
+
 SCENARIOS: dict[str, Callable[[Run], tuple[dict[str, Any], dict[str, Any]]]] = {
     "storm": storm,
     "spread": spread,
@@ -541,6 +586,7 @@ SCENARIOS: dict[str, Callable[[Run], tuple[dict[str, Any], dict[str, Any]]]] = {
     "mixed": mixed,
     "scale": scale,
     "tasks": tasks,
+    "failover": failover,
 }
 
 
@@ -550,7 +596,12 @@ def cleanup(run: Run, keep: bool) -> None:
         return
     for path in run.directory.glob("*.sqlite*"):
         path.unlink(missing_ok=True)
-    shutil.rmtree(run.directory / "scheduler_app" / "var", ignore_errors=True)
+    # One process's, or each of a cluster's (process-N/scheduler_app/var).
+    for state in [
+        run.directory / "scheduler_app" / "var",
+        *run.directory.glob("*/scheduler_app/var"),
+    ]:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def dump(figures: dict[str, Any]) -> str:

@@ -53,6 +53,15 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def urls(self) -> list[str]:
+        """Where load may go: this one process (a cluster has several)."""
+        return [self.url]
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.pid]
+
+    @property
     def pid(self) -> int:
         if self.child is None:
             raise TargetError(f"{self.name} is not running")
@@ -159,6 +168,8 @@ class SchedulerApp(Server):
         super().__init__(run_dir, database_url, sink_port)
         self.home = run_dir / "scheduler_app"
         self.home.mkdir(parents=True, exist_ok=True)
+        # Added to service_env (a cluster's lease, say).
+        self.extra_env: dict[str, str] = {}
         # No cron jobs and nothing from ./config.yaml or .env: the reminders are all it runs.
         self.config = self.home / "bench-config.yaml"
         self.config.write_text("timezone: UTC\n")
@@ -186,7 +197,7 @@ class SchedulerApp(Server):
         ]
 
     def env(self) -> dict[str, str]:
-        return service_env(self.database_url, self.sink_port, self.home)
+        return {**service_env(self.database_url, self.sink_port, self.home), **self.extra_env}
 
     def status_counts(self) -> dict[str, Any]:
         from sqlalchemy import create_engine, text

@@ -25,6 +25,12 @@ from scheduler_app.api.rate_limit import RateLimiter
 from scheduler_app.channels import EMAIL
 from scheduler_app.channels.email import MailBackend, build_mail_backend
 from scheduler_app.clock import Clock
+from scheduler_app.cluster import notify
+from scheduler_app.cluster.elector import Elector
+from scheduler_app.cluster.fence import Fence
+from scheduler_app.cluster.identity import ProcessIdentity
+from scheduler_app.cluster.notify import Listener, Notifier, notifications_possible
+from scheduler_app.cluster.timing import Timing
 from scheduler_app.cron.entries import CronJobSpec, parse_job_specs
 from scheduler_app.cron.reconcile import ReconcilePlan, reconcile
 from scheduler_app.db.batch_writer import BatchWriter
@@ -45,7 +51,7 @@ from scheduler_app.engine.scheduler import (
     stored_job_ids,
     unschedule_task_job,
 )
-from scheduler_app.engine.services import JobDispatch, RecoverySweep, SchedulerService
+from scheduler_app.engine.services import DuePoll, JobDispatch, RecoverySweep, SchedulerService
 from scheduler_app.errors import ConfigError
 from scheduler_app.registry import missing_job
 from scheduler_app.reminders.job import REMINDER_JOB
@@ -76,6 +82,12 @@ class Runtime:
     tasks: Tasks = field(init=False, repr=False)
     subscribe_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
     services: Services = field(default_factory=Services, repr=False)
+    fence: Fence = field(default_factory=Fence, repr=False)
+    me: ProcessIdentity = field(default_factory=ProcessIdentity.of_this_process)
+    elector: Elector = field(init=False, repr=False)
+    notifier: Notifier = field(init=False, repr=False)
+    _specs: list[CronJobSpec] = field(default_factory=list, repr=False)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     _sighup: bool = field(default=False, repr=False)
     _background: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
@@ -100,8 +112,14 @@ class Runtime:
         sessions = create_session_factory(engine)
         mail = build_mail_backend(settings.mail)
         writer = BatchWriter(sessions)
+        fence = Fence()
         context = JobContext(
-            settings=settings, sessions=sessions, channels={EMAIL: mail}, clock=clock, writer=writer
+            settings=settings,
+            sessions=sessions,
+            channels={EMAIL: mail},
+            clock=clock,
+            writer=writer,
+            fence=fence,
         )
         executor = RegistryExecutor(
             context, registry, settings.scheduler.max_concurrent_jobs, missing=missing_job
@@ -118,6 +136,22 @@ class Runtime:
             executor=executor,
             scheduler=build_scheduler(settings, engine, executor),
             subscribe_limiter=RateLimiter(settings.reminders.per_client_per_minute),
+            fence=fence,
+            _specs=specs,
+            _loop=asyncio.get_running_loop(),
+        )
+        runtime.notifier = Notifier(
+            engine, notifications_possible(engine, settings.scheduler.poll_only)
+        )
+        runtime.elector = Elector(
+            engine=engine,
+            me=runtime.me,
+            fence=fence,
+            timing=Timing(settings.scheduler.lease_s),
+            eligible=settings.scheduler.enabled,
+            on_elected=runtime._lead,
+            on_deposed=runtime.services_stop_leader,
+            announce=runtime.notifier.send,
         )
         runtime.reminders = Reminders(
             settings=settings,
@@ -128,7 +162,7 @@ class Runtime:
             secret_key=runtime.secret_key,
             schedule=partial(runtime.schedule_task, REMINDER_JOB),
             unschedule=partial(runtime.unschedule_task, REMINDER_JOB),
-            wake_by=runtime.scheduler.wake_by,
+            wake_by=runtime.wake_by,
         )
         runtime.tasks = Tasks(
             settings=settings,
@@ -138,28 +172,64 @@ class Runtime:
             registry=registry,
             schedule_job=runtime.schedule_task,
             unschedule_job=runtime.unschedule_task,
-            wake_by=runtime.scheduler.wake_by,
+            wake_by=runtime.wake_by,
             same_database=runtime.same_database,
         )
         runtime.services = Services(runtime._background_services(checkpointer))
         try:
             await runtime.services.start()
-            await runtime.apply_job_specs(specs)
-            # Today the process that runs the scheduler is the one whose settings enable it.
-            if settings.scheduler.enabled:
-                await runtime.services.start_leader()
+            # Leads at once if nobody else does; otherwise follows, and takes over when the
+            # leader goes.
+            await runtime.elector.start()
         except BaseException:
             await runtime.services.stop()
             raise
         runtime._listen_for_sighup()
         logger.info(
-            "scheduler-app started: database %s, mail backend %s, scheduler %s, %d cron job(s)",
+            "scheduler-app started: database %s, mail backend %s, %s (process %s), %d cron job(s)",
             describe_url(settings.database_url),
             mail.name,
-            "running" if settings.scheduler.enabled else "disabled",
+            runtime.role if settings.scheduler.enabled else "follower (scheduler.enabled: false)",
+            runtime.me.id,
             len(specs),
         )
         return runtime
+
+    @property
+    def role(self) -> str:
+        """ "leader" while this process runs the scheduler, else "follower"."""
+        return "leader" if self.elector.leading else "follower"
+
+    async def _lead(self) -> None:
+        """Become the leader: bring the cron jobs in line with this process's configuration,
+        catch up with what the previous leader left, and let the scheduler run jobs."""
+        await self.apply_job_specs(self._specs)
+        await self.services.start_leader()
+
+    async def services_stop_leader(self) -> list[str]:
+        return await self.services.stop_leader()
+
+    def wake_by(self, due: datetime) -> None:
+        """Make sure the job stored for due runs on time: this process's scheduler wakes up
+        for it if it leads; otherwise the leader is notified (when due before its next poll).
+        Callable from any thread."""
+        if self.elector.leading:
+            self.scheduler.wake_by(due)
+            return
+        horizon = self.settings.scheduler.poll_interval_s
+        if (due - self.clock()).total_seconds() > horizon or self._loop is None:
+            return
+        if _running_loop() is self._loop:
+            self.notifier.send(notify.DUE)
+        else:
+            self.notifier.send_threadsafe(self._loop, notify.DUE)
+
+    def wake_leader(self) -> None:
+        """A job was changed here (resumed, run now): the leader looks at the store now."""
+        if self.elector.leading:
+            self.scheduler.wakeup()
+        elif self._loop is not None:
+            self.notifier.send_threadsafe(self._loop, notify.DUE)
 
     async def stop(self) -> None:
         """Stop taking work, let running jobs finish up to the shutdown timeout, close the DB.
@@ -170,6 +240,10 @@ class Runtime:
         """
         timeout_s = self.settings.scheduler.shutdown_timeout_s
         self._stop_listening_for_sighup()
+        # First: a leader hands over (its jobs finished, the lease given up) while the rest
+        # still runs.
+        await self.elector.stop()
+        await self.notifier.close()
         await self.services.stop()
         if self._loop_reader is not None:
             self._loop_reader.close()
@@ -224,7 +298,12 @@ class Runtime:
         """What a crash left behind: runs recorded as under way are closed, interrupted tasks
         scheduled again, lost jobs given back."""
         await asyncio.to_thread(self.in_session, runs.close_interrupted_runs, self.clock())
-        await asyncio.to_thread(self.in_session, recovery.reset_interrupted, self.clock())
+        # Attempts of this process's previous term that still record their outcome (the
+        # database was away) are its own, not interrupted.
+        running_here = {job_id.partition(":")[2] for job_id in self.executor.running_job_ids()}
+        await asyncio.to_thread(
+            self.in_session, recovery.reset_interrupted, self.clock(), running_here
+        )
         await self.recover()
 
     def _background_services(self, checkpointer: WalCheckpointer | None) -> list[BackgroundService]:
@@ -242,7 +321,13 @@ class Runtime:
         services += [
             WorkerThread("batch writer", self.writer),
             SchedulerService(self.scheduler, self.executor, timeout_s),
-            JobDispatch(self.scheduler, self._catch_up),
+        ]
+        if self.notifier.enabled:
+            handlers = {notify.DUE: self._notified_due, notify.LEASE: self.elector.wake}
+            services.append(Listener(self.engine, handlers))
+        services += [
+            JobDispatch(self.scheduler, self.executor, self._catch_up, timeout_s),
+            DuePoll(self.scheduler.poll, self.settings.scheduler.poll_interval_s),
             RecoverySweep(
                 self.recover,
                 self.scheduler.wakeup,
@@ -251,6 +336,10 @@ class Runtime:
             ),
         ]
         return services
+
+    def _notified_due(self) -> None:
+        if self.elector.leading:
+            self.scheduler.poll()
 
     def in_session(self, work: Callable[..., T], *args: Any) -> T:
         """work(session, *args) in a session of its own (blocking: call it in a worker thread)."""
@@ -285,10 +374,18 @@ class Runtime:
         return plan
 
     async def reload(self) -> ReconcilePlan:
-        """Read the configuration file again and apply its jobs; ConfigError leaves all as is."""
+        """Read the configuration file again and apply its jobs; ConfigError leaves all as is.
+
+        Applied here, once, to the job store that every process shares; this process's jobs
+        list is what it applies again should it become the leader later.
+        """
         async with self._reload_lock:
             fresh = await asyncio.to_thread(load_settings, self.settings.config_file)
-            return await self.apply_job_specs(job_specs(fresh, self.registry))
+            specs = job_specs(fresh, self.registry)
+            plan = await self.apply_job_specs(specs)
+            self._specs = specs
+            self.wake_leader()
+            return plan
 
     def _listen_for_sighup(self) -> None:
         try:
@@ -331,6 +428,13 @@ async def _connections_returned(engine: Engine, timeout_s: float) -> bool:
             return False
         await asyncio.sleep(0.02)
     return True
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _close_connection(dbapi_connection: Any, _record: Any) -> None:

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from scheduler_app.api import admin, health, jobs, reminders, runs, tasks
+from scheduler_app.api import admin, cluster, health, jobs, reminders, runs, tasks
 from scheduler_app.api.deps import get_tasks
 from scheduler_app.clock import Clock, utcnow
 from scheduler_app.engine.executor import RegisteredJob
@@ -31,7 +31,15 @@ from scheduler_app.settings import Settings
 from scheduler_app.tasks.service import Tasks
 
 # Every route of the service, in the order they are matched.
-ROUTERS = (reminders.router, tasks.router, jobs.router, runs.router, admin.router, health.router)
+ROUTERS = (
+    reminders.router,
+    tasks.router,
+    jobs.router,
+    runs.router,
+    admin.router,
+    cluster.router,
+    health.router,
+)
 
 DurableTasks = Annotated[Tasks, Depends(get_tasks)]
 """A route's durable BackgroundTasks: `await tasks.add_task(func, *args, **kwargs)` stores the

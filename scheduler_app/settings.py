@@ -109,7 +109,9 @@ class ReminderSettings(_Section):
 
 
 class SchedulerSettings(_Section):
-    enabled: bool = Field(True, description="Run the scheduler in this process.")
+    enabled: bool = Field(
+        True, description="Let this process lead (run the scheduler); false: follow for ever."
+    )
     recovery_interval_s: float = Field(60.0, gt=0)
     shutdown_timeout_s: float = Field(10.0, ge=0)
     # Each delivery waits on a few short database commits; with 128 in flight those commits carry
@@ -119,6 +121,15 @@ class SchedulerSettings(_Section):
     # were no shorter over twelve alternating runs. A delivery gives up its slot once its
     # message is out (JobContext.work_done), which kept the sessions busy without that cost.
     max_concurrent_jobs: int = Field(128, ge=1, le=10_000)
+    # Several processes on one database: one leads (runs the scheduler) under a lease of this
+    # length on the database's clock, renewed well inside it. A leader that dies is replaced
+    # within it (and a second or so).
+    lease_s: float = Field(10.0, ge=1.0, le=600.0)
+    # How often the leader looks for work stored by the other processes without notifying it
+    # (always on SQLite; on PostgreSQL a fallback for a lost notification).
+    poll_interval_s: float = Field(1.0, gt=0, le=60.0)
+    # PostgreSQL: no LISTEN/NOTIFY, polling only (behind a pooler that drops notifications).
+    poll_only: bool = False
 
 
 class ServerSettings(_Section):

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from scheduler_app.cluster.service import ClusterService
 from scheduler_app.cron.reconcile import ReconcilePlan
 from scheduler_app.engine.jobs import JobsService
 from scheduler_app.engine.quarantine import QuarantineService
@@ -47,11 +48,23 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 async def get_jobs(runtime: RuntimeDep) -> JobsService:
     return JobsService(
-        runtime.sessions, runtime.scheduler, runtime.executor, runtime.clock, runtime.read
+        runtime.sessions,
+        runtime.scheduler,
+        runtime.executor,
+        runtime.clock,
+        runtime.read,
+        runtime.wake_leader,
     )
 
 
 JobsDep = Annotated[JobsService, Depends(get_jobs)]
+
+
+async def get_cluster(runtime: RuntimeDep) -> ClusterService:
+    return ClusterService(runtime.engine, runtime.elector, runtime.notifier)
+
+
+ClusterDep = Annotated[ClusterService, Depends(get_cluster)]
 
 
 async def get_tasks(runtime: RuntimeDep) -> Tasks:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from fastapi import APIRouter, Response, status
 
 from scheduler_app.api.deps import RuntimeDep
 from scheduler_app.api.errors import ServiceRoute
-from scheduler_app.api.schemas import Health
+from scheduler_app.api.schemas import Health, Readiness
 from scheduler_app.db.engine import ping
 
 router = APIRouter(tags=["health"], route_class=ServiceRoute)
@@ -24,14 +25,18 @@ async def healthz() -> Health:
 
 @router.get(
     "/readyz",
-    response_model=Health,
-    responses={503: {"model": Health, "description": "Not ready; checks say why."}},
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready; checks say why."}},
 )
-async def readyz(runtime: RuntimeDep, response: Response) -> Health:
-    """Ready when the scheduler runs (unless disabled here) and the database answers."""
+async def readyz(runtime: RuntimeDep, response: Response) -> Readiness:
+    """Ready when the database answers and, in the leader, the scheduler runs. A follower is
+    ready too: it serves the whole API while the leader runs the jobs."""
     checks: dict[str, str] = {}
+    role: Literal["leader", "follower"] = "leader" if runtime.elector.leading else "follower"
     if not runtime.settings.scheduler.enabled:
         checks["scheduler"] = "disabled in this process"
+    elif role == "follower":
+        checks["scheduler"] = "following: another process leads"
     else:
         checks["scheduler"] = "running" if runtime.scheduler_running else "not running"
     try:
@@ -42,4 +47,4 @@ async def readyz(runtime: RuntimeDep, response: Response) -> Health:
     ready = checks["database"] == "ok" and checks["scheduler"] != "not running"
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return Health(status="ready" if ready else "unavailable", checks=checks)
+    return Readiness(status="ready" if ready else "unavailable", role=role, checks=checks)

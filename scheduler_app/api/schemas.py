@@ -160,6 +160,65 @@ class Health(BaseModel):
     checks: dict[str, str] = Field(default_factory=dict)
 
 
+class Readiness(BaseModel):
+    status: str
+    role: Literal["leader", "follower"] = Field(
+        description="`leader` runs the scheduler; a `follower` serves the API only."
+    )
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class ClusterLeader(BaseModel):
+    id: str = Field(description="The leading process's id (as in `processes`).")
+    term: int = Field(description="Counts every change of leader; names the leader's writes.")
+    lease_expires: datetime = Field(description="When the lease runs out unless renewed (UTC).")
+
+
+class ClusterProcess(BaseModel):
+    id: str
+    host: str
+    pid: int
+    role: Literal["leader", "follower"]
+    version: str
+    started_at: datetime
+    last_seen: datetime
+
+
+class ClusterStatus(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "leader": {
+                        "id": "0193a4b2-7c1e-7d2f-9a41-5b6c7d8e9f01",
+                        "term": 7,
+                        "lease_expires": "2026-12-04T08:00:10.250000Z",
+                    },
+                    "processes": [
+                        {
+                            "id": "0193a4b2-7c1e-7d2f-9a41-5b6c7d8e9f01",
+                            "host": "app-1",
+                            "pid": 4121,
+                            "role": "leader",
+                            "version": "0.1.0",
+                            "started_at": "2026-12-04T07:12:00.004000Z",
+                            "last_seen": "2026-12-04T08:00:09.300000Z",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    leader: ClusterLeader | None = Field(description="None while no process holds the lease.")
+    processes: list[ClusterProcess] = Field(description="Processes seen lately, oldest first.")
+
+
+class ResignResult(BaseModel):
+    id: str = Field(description="The process that was asked to step down.")
+    term: int = Field(description="The term it gives up.")
+
+
 class ReloadResult(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={

@@ -33,10 +33,10 @@ def describe_jobs(specs: Sequence[CronJobSpec], settings: Settings, now: datetim
         yield f"  {describe_crontab(spec.cron)}"
         if spec.description:
             yield f"  {spec.description}"
-        upcoming = ", ".join(
-            moment.isoformat(timespec="minutes")
-            for moment in next_fire_times(spec.trigger(), now, 3)
-        )
+        moments = next_fire_times(spec.trigger(), now, 3)
+        # Minutes, unless a seconds field sets the runs apart within a minute.
+        timespec = "seconds" if any(moment.second for moment in moments) else "minutes"
+        upcoming = ", ".join(moment.isoformat(timespec=timespec) for moment in moments)
         yield f"  next runs: {upcoming}"
 
 

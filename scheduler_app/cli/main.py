@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from scheduler_app.cli.cluster import cluster
 from scheduler_app.cli.jobs import app as jobs_app
 from scheduler_app.clock import utcnow
 from scheduler_app.errors import ConfigError
@@ -26,6 +27,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(jobs_app, name="jobs")
+app.command("cluster")(cluster)
 
 ConfigOption = Annotated[
     Path | None,

@@ -1,4 +1,5 @@
-"""Standard five-field crontab schedules on top of APScheduler 3's CronTrigger.
+"""Crontab schedules on top of APScheduler 3's CronTrigger: the standard five fields, or six
+with a seconds field first (second minute hour day-of-month month day-of-week).
 
 CrontabTrigger is pickled into the job store: its import path is part of the stored data, so
 never move or rename it.
@@ -99,6 +100,8 @@ class _Field:
         return value if value is not None and self.low <= value <= self.high else None
 
 
+# Written first when present, as Quartz, Spring and cron-descriptor do; absent means second 0.
+_SECOND = _Field("second", 0, 59, "0-59")
 _FIELDS = (
     _Field("minute", 0, 59, "0-59"),
     _Field("hour", 0, 23, "0-23"),
@@ -117,8 +120,11 @@ _FIELDS = (
 
 @dataclass(frozen=True)
 class _Schedule:
-    # The five fields in the plainest syntax, for cron-descriptor (see _plain).
+    # The fields in the plainest syntax, for cron-descriptor (see _plain).
     plain_text: str
+    # None for a five-field expression: it fires at second 0, and CronTrigger's own default
+    # second field stays as it always was, so its pickled state does not change either.
+    seconds: frozenset[int] | None
     minutes: frozenset[int]
     hours: frozenset[int]
     days: frozenset[int]
@@ -134,7 +140,9 @@ class _Schedule:
             day_of_week = "*"
         else:
             day_of_week = ",".join(_WEEKDAY_NAMES[day] for day in sorted(self.weekdays))
+        seconds = {} if self.seconds is None else {"second": _listing(self.seconds, _SECOND)}
         return {
+            **seconds,
             "minute": _listing(self.minutes, _FIELDS[0]),
             "hour": _listing(self.hours, _FIELDS[1]),
             "day": _listing(self.days, _FIELDS[2]) if days else "*",
@@ -186,19 +194,35 @@ def _parse(expression: str) -> _Schedule:
             raise ValueError(f"unknown macro {text!r}: allowed {', '.join(MACROS)}")
         text = macro
     fields = text.split()
-    if len(fields) != len(_FIELDS):
+    if len(fields) not in (len(_FIELDS), len(_FIELDS) + 1):
+        # Quartz's seven fields end with a year, which cron has no notion of.
+        hint = "; a year field is not supported" if len(fields) == len(_FIELDS) + 2 else ""
         raise ValueError(
-            f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
+            "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds "
+            f"first (second minute hour day-of-month month day-of-week), got {len(fields)}{hint}"
         )
+    second_text = fields.pop(0) if len(fields) > len(_FIELDS) else None
+    seconds: frozenset[int] | None = None
     values: list[frozenset[int]] = []
     problems: list[str] = []
+    if second_text is not None:
+        try:
+            seconds = _SECOND.expand(second_text)
+        except ValueError as exc:
+            problems.append(str(exc))
     for spec, field_text in zip(_FIELDS, fields, strict=True):
         try:
             values.append(spec.expand(field_text))
         except ValueError as exc:
             problems.append(str(exc))
     if problems:
-        raise ValueError("; ".join(problems))
+        # Six fields meant as minute ... day-of-week year would otherwise read as a riddle.
+        order = (
+            " (6 fields read as: second minute hour day-of-month month day-of-week)"
+            if second_text is not None
+            else ""
+        )
+        raise ValueError("; ".join(problems) + order)
 
     minutes, hours, days, months, weekdays = values
     # Vixie cron's rule: a field starting with `*` counts as unrestricted for these decisions.
@@ -213,14 +237,16 @@ def _parse(expression: str) -> _Schedule:
             "the schedule would never fire"
         )
     weekdays = frozenset(day % 7 for day in weekdays)
-    plain_text = " ".join(
-        [
-            *(_plain(selected, spec) for selected, spec in zip(values[:4], _FIELDS, strict=False)),
-            _plain(weekdays, _FIELDS[4], steps=False),
-        ]
-    )
+    plain = [
+        *(_plain(selected, spec) for selected, spec in zip(values[:4], _FIELDS, strict=False)),
+        _plain(weekdays, _FIELDS[4], steps=False),
+    ]
+    if seconds is not None:
+        # Seven fields, the last a year of `*`: cron-descriptor guesses what six fields mean.
+        plain = [_plain(seconds, _SECOND), *plain, "*"]
     return _Schedule(
-        plain_text=plain_text,
+        plain_text=" ".join(plain),
+        seconds=seconds,
         minutes=minutes,
         hours=hours,
         days=days,
@@ -232,10 +258,13 @@ def _parse(expression: str) -> _Schedule:
 
 
 class CrontabTrigger(CronTrigger):  # type: ignore[misc]
-    """Fire on a standard crontab schedule, with Vixie cron's rules for days and DST."""
+    """Fire on a crontab schedule (five fields, or six with seconds first), with Vixie cron's
+    rules for days and DST."""
 
     __slots__ = ("_hour_is_wildcard", "_weekday_trigger", "expression")
-    STATE_VERSION = 1
+    # 2: the expression may have six fields. A five-field trigger still writes 1, so that
+    # code that predates the seconds field keeps reading it; six fields it refuses by version.
+    STATE_VERSION = 2
 
     expression: str
     _hour_is_wildcard: bool
@@ -292,7 +321,7 @@ class CrontabTrigger(CronTrigger):  # type: ignore[misc]
     def __getstate__(self) -> dict[str, Any]:
         # CronTrigger's own "version" stays as it is, so its __setstate__ still accepts the state.
         state: dict[str, Any] = super().__getstate__()
-        state["crontab_version"] = self.STATE_VERSION
+        state["crontab_version"] = self.STATE_VERSION if _has_seconds(self.expression) else 1
         state["expression"] = self.expression
         return state
 
@@ -312,6 +341,10 @@ class CrontabTrigger(CronTrigger):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} ({self.expression!r}, timezone='{self.timezone}')>"
+
+
+def _has_seconds(expression: str) -> bool:
+    return len(expression.split()) > len(_FIELDS)
 
 
 def _utc(moment: datetime) -> datetime:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -148,6 +149,8 @@ class JobRun(Base):
         Index("ix_job_runs_job_id_started", "job_id", "scheduled_for"),
         Index("ix_job_runs_outcome_finished", "outcome", "finished_at"),
         Index("ix_job_runs_finished", "finished_at"),
+        # A recurring job's tick runs once, whichever process fires it (see engine.runs).
+        Index("ux_job_runs_job_id_tick", "job_id", "tick", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -160,6 +163,9 @@ class JobRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[str | None] = mapped_column(Text)
     manual: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The fire time of the recurring job's tick this run claimed; None for a task's attempt, a
+    # manual run, a missed tick and every run recorded before ticks were claimed.
+    tick: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class QuarantinedJob(Base):
@@ -181,3 +187,40 @@ class ServiceSecret(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(200))
+
+
+class Leadership(Base):
+    """The scheduler's lease: who leads, under which term, until when (the database's clock).
+
+    One row, made by the migration. Times are seconds since the epoch on the database's clock,
+    so that no host's clock is ever compared with another's.
+    """
+
+    __tablename__ = "leadership"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # The process (ClusterProcess.id) that holds the lease; None when nobody does.
+    holder: Mapped[str | None] = mapped_column(String(64))
+    # Counts every acquisition: work started under one term is fenced off from every other.
+    term: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+    acquired_at: Mapped[float | None] = mapped_column(Float)
+    # Set to the term whose holder an operator asked to step down (from any process).
+    resign_term: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ClusterProcess(Base):
+    """A running `scheduler-app` process on the database, as it last reported itself."""
+
+    __tablename__ = "cluster_processes"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(32))
+    # The machine's boot and pid namespace: a process on the same one can tell that this one's
+    # pid is dead (and take its lease over at once).
+    node: Mapped[str] = mapped_column(String(128))
+    # Seconds since the epoch, on the database's clock.
+    started_at: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float)

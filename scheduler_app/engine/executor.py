@@ -13,17 +13,19 @@ import logging
 import threading
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, NoReturn, Protocol, TypeVar
 
 from apscheduler.executors.base import BaseExecutor, MaxInstancesReachedError
 from apscheduler.job import Job
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 
 from scheduler_app.channels import Channel
 from scheduler_app.clock import Clock
+from scheduler_app.cluster.fence import Fence, Fenced
 from scheduler_app.db.batch_writer import BatchWriter, Grouped
 from scheduler_app.db.engine import SessionFactory
 from scheduler_app.db.models import RunOutcome
@@ -31,6 +33,7 @@ from scheduler_app.engine import runs
 from scheduler_app.engine.runs import RunEnd
 from scheduler_app.engine.slots import JobSlots
 from scheduler_app.errors import Conflict
+from scheduler_app.ids import new_id
 from scheduler_app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -61,6 +64,12 @@ class RetryLater(Exception):
         self.at = at
 
 
+class Superseded(Exception):
+    """Raised by a task's job function whose failed attempt is no longer the task's current
+    one (cancelled meanwhile, or run again by a new leader): recorded as an error run, and
+    nothing is scheduled."""
+
+
 @dataclass(frozen=True)
 class JobContext:
     """What a job function may use: passed in, never imported from a global."""
@@ -72,6 +81,9 @@ class JobContext:
     clock: Clock
     # Short writes that many jobs make at once (delivery bookkeeping) go through here.
     writer: BatchWriter
+    # The leadership term the leader's work starts under (see cluster.fence); unenforced for a
+    # context made outside a running service.
+    fence: Fence = field(default_factory=lambda: Fence(enforced=False))
 
     def work_done(self) -> None:
         """Tell the executor that the calling job's work is done and it only records the
@@ -199,6 +211,17 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         self._start_queued()  # what never got to run records that it did not
         return await finish_or_cancel(self._slots.running(), timeout_s)
 
+    async def settle(self, timeout_s: float) -> int:
+        """Wait up to timeout_s for the running jobs; how many still run. Unlike drain, nothing
+        is cancelled (a delivery done waits for the database to record it, however long) and
+        jobs may start again after: a leader stepping down closes its fence first, so that
+        those waiting for a slot start nothing."""
+        running = self._slots.running()
+        if not running:
+            return 0
+        _, pending = await asyncio.wait(running, timeout=timeout_s)
+        return len(pending)
+
     def submit_job(self, job: Job, run_times: list[datetime]) -> None:
         with self._instances_lock:
             if self._running_ids[job.id] < job.max_instances:
@@ -316,18 +339,50 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
                 self._record_missed(job, [run_time], reason, now)
                 return
 
+        fence = self._context.fence
+        if fence.closed:
+            # Fired in the moment between losing the lease and pausing: the leader runs it.
+            logger.info("job %s: not run at %s, this process no longer leads", job.id, run_time)
+            return
+        manual = manual_run(job.id)
+        if manual is not None:
+            # Asked for through a follower (see run_now): its run id was answered already.
+            run_id, job_id = manual
+            start = runs.RunStart(job_id, name, run_time, now, manual=True, run_id=run_id)
+            self._record_later(runs.START_RUNS, start)
+            await self._execute(run_id, job_id, name, args, job.kwargs)
+            return
         start = runs.RunStart(job.id, name, scheduled_for=run_time, started_at=now)
-        # Neither the start nor the finish of a run record is waited for: in a burst each wait
-        # is a turn of the batch writer, and the writer keeps their order (while the database is
-        # away too: see _record_later).
-        self._record_later(runs.START_RUNS, start)
+        if isinstance(job.trigger, CronTrigger):
+            # A recurring job's tick is claimed first, by a write that fails for a tick run
+            # already (by another process) or a lease lost: it runs once, whoever fires it.
+            claim = partial(runs.claim_tick, start=start, term=fence.term, fenced=fence.enforced)
+            if not await self._context.writer.run(claim):
+                logger.warning(
+                    "job %s: its %s run is not started here: it ran already, or this process "
+                    "no longer leads",
+                    job.id,
+                    run_time,
+                )
+                return
+        else:
+            # Neither the start nor the finish of a run record is waited for: in a burst each
+            # wait is a turn of the batch writer, and the writer keeps their order (while the
+            # database is away too: see _record_later).
+            self._record_later(runs.START_RUNS, start)
         await self._execute(start.run_id, job.id, name, args, job.kwargs)
 
     async def run_now(
         self, job_id: str, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> str:
-        """Run a job once, outside its schedule; return the id of its run record at once."""
+        """Run a job once, outside its schedule; return the id of its run record at once.
+
+        In a process that does not lead, the run is stored as a one-off job for the leader,
+        which records it under the id returned here once it starts it.
+        """
         assert self._loop is not None, "executor not started"
+        if self._context.fence.closed:
+            return await asyncio.to_thread(self._store_manual_run, job_id, name, args, kwargs)
         # Counted like a scheduled run: the scheduler will not start the same job meanwhile,
         # so a reminder is never delivered by both at once.
         with self._instances_lock:
@@ -355,6 +410,22 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         self._spawn(run(), job_id)
         return run_id
 
+    def _store_manual_run(
+        self, job_id: str, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> str:
+        assert self._jobs is not None, "executor not started"
+        run_id = new_id()
+        self._jobs.add_job(
+            registered_job,
+            trigger=DateTrigger(run_date=self._context.clock()),
+            args=(name, *args),
+            kwargs=dict(kwargs),
+            id=f"{MANUAL_RUN_PREFIX}{run_id}:{job_id}",
+            name=job_id,
+            misfire_grace_time=None,
+        )
+        return run_id
+
     async def _execute(
         self,
         run_id: str,
@@ -374,6 +445,13 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
             retval = await entry.runner_for(job_id)(self._context, *args, **kwargs)
         except Missed as exc:
             outcome, error = RunOutcome.MISSED, str(exc)
+        except Fenced as exc:
+            # Nothing ran: the lease was lost before the attempt could start. The leader runs it.
+            outcome, error = RunOutcome.ERROR, f"not run: {exc}"
+            logger.warning("job %s: %s", job_id, exc)
+        except Superseded as exc:
+            outcome, error = RunOutcome.ERROR, str(exc)
+            logger.warning("job %s (%s): %s", job_id, name, exc)
         except RetryLater as exc:
             outcome, error = RunOutcome.ERROR, str(exc)
             logger.warning("job %s (%s): %s", job_id, name, exc)
@@ -437,6 +515,18 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         """
         written = self._context.writer.queue_grouped(step, item, until_written=True)
         written.add_done_callback(partial(_log_failure, step.name, item))
+
+
+# The job id of a manual run stored for the leader: run-now:<run id>:<job id>.
+MANUAL_RUN_PREFIX = "run-now:"
+
+
+def manual_run(stored_job_id: str) -> tuple[str, str] | None:
+    """(run id, job id) of a manual run stored for the leader; None for any other job."""
+    if not stored_job_id.startswith(MANUAL_RUN_PREFIX):
+        return None
+    run_id, _, job_id = stored_job_id.removeprefix(MANUAL_RUN_PREFIX).partition(":")
+    return run_id, job_id
 
 
 async def finish_or_cancel(tasks: set[asyncio.Task[Any]], timeout_s: float) -> int:

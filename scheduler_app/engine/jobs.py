@@ -66,6 +66,8 @@ class JobsService:
     executor: RegistryExecutor
     clock: Clock
     read: Reader
+    # Tells the leader (this process or another) to look at the job store now.
+    wake_leader: Callable[[], None] = lambda: None
 
     async def page_json(
         self, *, kind: JobKind | None, q: str | None, limit: int, cursor: str | None
@@ -103,6 +105,7 @@ class JobsService:
     def resume(self, job_id: str) -> JobDetail:
         with self.sessions() as session:
             resume_job(session, self.scheduler, job_id, self.clock())
+            self.wake_leader()
             return get_job(session, job_id)
 
     def cancel(self, job_id: str) -> None:
@@ -112,7 +115,9 @@ class JobsService:
     async def run_now(self, job_id: str) -> str:
         """Start a run of the job now; its run id."""
         name, args, kwargs = await asyncio.to_thread(self._runnable, job_id)
-        return await self.executor.run_now(job_id, name, args, kwargs)
+        run_id = await self.executor.run_now(job_id, name, args, kwargs)
+        self.wake_leader()
+        return run_id
 
     def _runnable(self, job_id: str) -> tuple[str, Sequence[Any], dict[str, Any]]:
         with self.sessions() as session:

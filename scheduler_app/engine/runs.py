@@ -8,8 +8,11 @@ from datetime import datetime
 from typing import cast
 
 from sqlalchemy import Table, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from scheduler_app.cluster import lease
 from scheduler_app.db.batch_writer import Grouped
 from scheduler_app.db.bulk import insert_rows, update_rows
 from scheduler_app.db.models import JobRun, RunOutcome
@@ -58,6 +61,36 @@ def start_runs(session: Session, starts: list[RunStart]) -> list[str]:
     ]
     insert_rows(session, _RUNS, _STARTED, rows)
     return [start.run_id for start in starts]
+
+
+def claim_tick(session: Session, start: RunStart, term: int | None, fenced: bool) -> bool:
+    """Record the start of a recurring job's tick (its scheduled time), unless a run of the
+    same tick is recorded already, or (when fenced) the lease is no longer held under term;
+    whether this process may run it.
+
+    The run records hold each (job, tick) once (a unique index): two processes that both fire
+    one tick, even both believing they lead, cannot both claim it.
+    """
+    connection = session.connection()
+    if fenced and (term is None or not lease.still_held(connection, term)):
+        return False
+    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    result = session.execute(
+        insert(_RUNS)
+        .values(
+            id=start.run_id,
+            job_id=start.job_id,
+            job=start.job,
+            scheduled_for=start.scheduled_for,
+            started_at=start.started_at,
+            manual=False,
+            outcome=RunOutcome.RUNNING,
+            tick=start.scheduled_for,
+        )
+        .on_conflict_do_nothing(index_elements=["job_id", "tick"])
+        .returning(_RUNS.c.id)
+    )
+    return result.scalar_one_or_none() is not None
 
 
 def finish_runs(session: Session, ends: list[RunEnd]) -> list[None]:

@@ -141,6 +141,18 @@ class OffLoopScheduler(AsyncIOScheduler):  # type: ignore[misc]
             return
         self._loop.call_soon_threadsafe(self._wakeup_now)
 
+    def poll(self) -> None:
+        """Look at the job store now, for jobs that other processes stored behind its back,
+        unless a pass is under way or the backlog holds jobs: a busy scheduler passes again
+        soon anyway, and a pass that jumped the backlog's queue would only grow it."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._poll_now)
+
+    def _poll_now(self) -> None:
+        busy = self._backlog is not None and self._backlog.waiting() > 0
+        if self._pass is None and not busy and self.state == STATE_RUNNING:
+            self._wakeup_now()
+
     def _wakeup_now(self) -> None:
         self._cancel_timer()
         if self._closed:

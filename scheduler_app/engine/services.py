@@ -8,6 +8,7 @@ and lets the scheduler run jobs; `RecoverySweep` (leader-only) restores lost job
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -54,25 +55,68 @@ class SchedulerService:
 
 
 class JobDispatch:
-    """Lets the scheduler run jobs, once catch_up (what a crash left behind) is done."""
+    """Lets the scheduler run jobs, once catch_up (what a crash or the previous leader left
+    behind) is done; stopping pauses it and waits for the jobs under way, up to timeout_s."""
 
     name = "job dispatch"
     leader_only = True
 
     def __init__(
-        self, scheduler: OffLoopScheduler, catch_up: Callable[[], Awaitable[object]]
+        self,
+        scheduler: OffLoopScheduler,
+        executor: RegistryExecutor,
+        catch_up: Callable[[], Awaitable[object]],
+        timeout_s: float,
     ) -> None:
         self._scheduler = scheduler
+        self._executor = executor
         self._catch_up = catch_up
+        self._timeout_s = timeout_s
 
     async def start(self) -> None:
         await self._catch_up()
         self._scheduler.resume()
 
     async def stop(self) -> None:
-        # Jobs under way go on; the scheduler's own service waits for them when it stops.
         if self._scheduler.running:
             self._scheduler.pause()
+        # A leader that hands over lets its deliveries finish first: the next leader takes
+        # what is still marked running as interrupted, and would deliver it again.
+        unfinished = await self._executor.settle(self._timeout_s)
+        if unfinished:
+            logger.warning(
+                "%d job(s) still run after %ss; they go on, and record their outcome once they can",
+                unfinished,
+                self._timeout_s,
+            )
+
+
+class DuePoll:
+    """Every interval_s, a pass over the job store: jobs stored by another process (a task
+    created through a follower) fall due on time even without a notification."""
+
+    name = "due poll"
+    leader_only = True
+
+    def __init__(self, wakeup: Callable[[], None], interval_s: float) -> None:
+        self._wakeup = wakeup
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._poll(), name="due-poll")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            self._wakeup()
 
 
 class RecoverySweep:

@@ -24,6 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from scheduler_app.cluster import lease
 from scheduler_app.db.batch_writer import Grouped
 from scheduler_app.db.bulk import update_rows
 from scheduler_app.db.models import Task, TaskStatus
@@ -54,6 +55,10 @@ class AttemptStart:
     task_id: str
     now: datetime
     late_window: timedelta | None
+    # The leadership term the attempt starts under; when `fenced`, it starts only while the
+    # lease is still held under it (None: this process does not lead, nothing starts).
+    term: int | None = None
+    fenced: bool = False
 
 
 def start_one(session: Session, start: AttemptStart) -> tuple[str, TaskAttempt | None]:
@@ -85,17 +90,41 @@ def start_attempts(
     one UPDATE per late window; the others go one by one."""
     now = max(start.now for start in starts)
     dialect = session.connection().dialect.name
+    held = {
+        term
+        for term in {start.term for start in starts if start.fenced}
+        if term is not None and lease.still_held(session.connection(), term)
+    }
     by_id: dict[str, TaskAttempt] = {}
-    for window in {start.late_window for start in starts}:
-        task_ids = list(dict.fromkeys(s.task_id for s in starts if s.late_window == window))
-        statement, listed = _count_listed(dialect, task_ids)
+    for window, term in {(start.late_window, _fence_of(start)) for start in starts}:
+        task_ids = list(
+            dict.fromkeys(
+                s.task_id for s in starts if s.late_window == window and _fence_of(s) == term
+            )
+        )
+        if term is not _UNFENCED and term not in held:
+            continue
+        statement, listed = _count_listed(dialect, task_ids, fenced=term is not _UNFENCED)
         cutoff = _NO_CUTOFF if window is None else now - window
-        counted = session.execute(statement, {"now": now, "cutoff": cutoff, **listed}).all()
+        parameters = {"now": now, "cutoff": cutoff, "lease_term": term, **listed}
+        counted = session.execute(statement, parameters).all()
         by_id.update((row.id, _attempt(row)) for row in counted)
     return [
-        ("run", by_id[start.task_id]) if start.task_id in by_id else start_one(session, start)
+        ("run", by_id[start.task_id])
+        if start.task_id in by_id
+        else ("fenced", None)
+        if start.fenced and start.term not in held
+        else start_one(session, start)
         for start in starts
     ]
+
+
+# The fence of a start: its term, or this for an attempt that needs no lease.
+_UNFENCED = -1
+
+
+def _fence_of(start: AttemptStart) -> int | None:
+    return start.term if start.fenced else _UNFENCED
 
 
 # Start an attempt of the tasks that the caller selects (those still scheduled): running, one
@@ -119,7 +148,9 @@ _COUNT_ONE_ATTEMPT = _COUNT_ATTEMPT.where(
 )
 
 
-def _count_listed(dialect: str, task_ids: list[str]) -> tuple[Update, dict[str, Any]]:
+def _count_listed(
+    dialect: str, task_ids: list[str], *, fenced: bool
+) -> tuple[Update, dict[str, Any]]:
     """The UPDATE that starts an attempt of each listed task that is still scheduled and
     within the late window, and the parameters that list them.
 
@@ -134,9 +165,10 @@ def _count_listed(dialect: str, task_ids: list[str]) -> tuple[Update, dict[str, 
     """
     if dialect == "postgresql":
         statuses = [TaskStatus.SCHEDULED.value] * len(task_ids)
-        return _COUNT_UNNESTED, {"ids": task_ids, "statuses": statuses}
+        statement = _COUNT_UNNESTED_FENCED if fenced else _COUNT_UNNESTED
+        return statement, {"ids": task_ids, "statuses": statuses}
     listed = json.dumps(dict.fromkeys(task_ids, TaskStatus.SCHEDULED.value))
-    return _COUNT_JSON_EACH, {"listed": listed}
+    return (_COUNT_JSON_EACH_FENCED if fenced else _COUNT_JSON_EACH), {"listed": listed}
 
 
 def _count_in_window(task_id: ColumnElement[str], status: ColumnElement[str]) -> Update:
@@ -157,6 +189,11 @@ _JSON_EACH = func.json_each(bindparam("listed", type_=String)).table_valued(
     column("key", String), column("value", String)
 )
 _COUNT_JSON_EACH = _count_in_window(_JSON_EACH.c.key, _JSON_EACH.c.value)
+# The same, only while the lease is held under the term given as `lease_term`: the write that
+# starts an attempt names the term, so a process that lost the lease starts nothing, even before
+# it knows (see cluster.fence).
+_COUNT_UNNESTED_FENCED = _COUNT_UNNESTED.where(lease.holds("postgresql"))
+_COUNT_JSON_EACH_FENCED = _COUNT_JSON_EACH.where(lease.holds("sqlite"))
 
 
 def mark_all_succeeded(session: Session, done: list[tuple[str, datetime]]) -> list[None]:
@@ -182,13 +219,13 @@ MARK_SENT = Grouped("mark sent", mark_all_succeeded, patient=True)
 
 
 def record_retry(
-    session: Session, task_id: str, now: datetime, retry_at: datetime, error: str
-) -> None:
-    """Schedule the running task for another attempt at retry_at, with this attempt's error.
-    A task cancelled meanwhile stays cancelled."""
-    session.execute(
+    session: Session, task_id: str, attempt: int, now: datetime, retry_at: datetime, error: str
+) -> bool:
+    """Schedule the running task for another attempt at retry_at, with this attempt's error;
+    whether it was (see _still_running)."""
+    result = session.execute(
         update(TASKS)
-        .where(TASKS.c.id == task_id, TASKS.c.status == TaskStatus.RUNNING)
+        .where(*_still_running(task_id, attempt))
         .values(
             status=TaskStatus.SCHEDULED,
             last_error=error[:MAX_ERROR_LENGTH],
@@ -196,7 +233,34 @@ def record_retry(
             updated_at=now,
         )
     )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def mark_failed(session: Session, task_id: str, now: datetime, error: str) -> None:
-    finish(session, task_id, TaskStatus.FAILED, now, error)
+def mark_failed(session: Session, task_id: str, attempt: int, now: datetime, error: str) -> bool:
+    """Record the task failed after this attempt; whether it was (see _still_running)."""
+    result = session.execute(
+        update(TASKS)
+        .where(*_still_running(task_id, attempt))
+        .values(
+            status=TaskStatus.FAILED,
+            last_error=error[:MAX_ERROR_LENGTH],
+            finished_at=now,
+            updated_at=now,
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _still_running(task_id: str, attempt: int) -> tuple[ColumnElement[bool], ...]:
+    """The task is still in this attempt: running, and no attempt counted since.
+
+    A failed attempt's outcome is written only then. Otherwise the task has moved on: it was
+    cancelled, or this process lost the lease mid-attempt (a long pause) and the new leader
+    put the task back and ran it again, maybe to success. A late failure of the old attempt
+    must then neither undo that nor schedule another attempt.
+    """
+    return (
+        TASKS.c.id == task_id,
+        TASKS.c.status == TaskStatus.RUNNING,
+        TASKS.c.attempts == attempt,
+    )

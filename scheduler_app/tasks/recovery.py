@@ -27,10 +27,11 @@ from scheduler_app.tasks import store
 logger = logging.getLogger(__name__)
 
 
-def reset_interrupted(session: Session, now: datetime) -> int:
-    """Put the tasks that a stopped process left running back to scheduled (at start, before
-    any job runs); how many."""
-    count = store.interrupted(session, now)
+def reset_interrupted(session: Session, now: datetime, running_here: Iterable[str] = ()) -> int:
+    """Put the tasks that a stopped process (or a previous leader) left running back to
+    scheduled (when this process starts leading, before any job runs), except the tasks whose
+    attempts run here still; how many."""
+    count = store.interrupted(session, now, set(running_here))
     session.commit()
     if count:
         logger.warning("%d task(s) were interrupted mid-attempt; they are scheduled again", count)

@@ -17,14 +17,19 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from scheduler_app.cluster.fence import Fenced
 from scheduler_app.db.batch_writer import Grouped
 from scheduler_app.db.engine import with_db_retries
-from scheduler_app.engine.executor import JobContext, Missed, RetryLater
+from scheduler_app.engine.executor import JobContext, Missed, RetryLater, Superseded
 from scheduler_app.settings import Settings
 from scheduler_app.tasks import attempts, policy
 from scheduler_app.tasks.attempts import TaskAttempt
 
 logger = logging.getLogger(__name__)
+SUPERSEDED = (
+    "not recorded: the task has moved on meanwhile (cancelled, or attempted again by the "
+    "leader after this process lost the lease)"
+)
 _jitter = random.Random()  # noqa: S311 (spreading retries, not security)
 
 
@@ -73,7 +78,10 @@ class TaskJob:
         rules = self.policy_of(ctx.settings)
 
         def start() -> Awaitable[tuple[str, TaskAttempt | None]]:
-            starting = attempts.AttemptStart(task_id, ctx.clock(), rules.late_window)
+            fence = ctx.fence
+            starting = attempts.AttemptStart(
+                task_id, ctx.clock(), rules.late_window, fence.term, fence.enforced
+            )
             return ctx.writer.run_grouped(attempts.START_ATTEMPTS, starting)
 
         # Each database step is a short transaction shared with the attempts due at the same
@@ -82,6 +90,8 @@ class TaskJob:
         # however long the database is away: the job stays running meanwhile, so the recovery
         # pass, which skips running jobs, never runs the task again.
         outcome, attempt = await with_db_retries(start)
+        if outcome == "fenced":
+            raise Fenced(f"task {task_id}: not started, this process no longer leads")
         if attempt is None:
             if outcome in ("missed", "failed"):
                 logger.warning("task %s %s: past its late window", task_id, outcome)
@@ -120,19 +130,30 @@ class TaskJob:
     async def _failed(
         self, ctx: JobContext, attempt: TaskAttempt, rules: policy.TaskPolicy, exc: Exception
     ) -> None:
-        """Record a retry (and raise RetryLater) or the failure."""
+        """Record a retry (and raise RetryLater) or the failure; raise Superseded when the
+        task has moved on meanwhile (see attempts._still_running): nothing is recorded."""
         now = ctx.clock()
         decision = policy.after_failure(exc, attempt.attempts, rules, now, _jitter)
         if isinstance(decision, policy.Retry):
             retry = partial(
                 attempts.record_retry,
                 task_id=attempt.id,
+                attempt=attempt.attempts,
                 now=now,
                 retry_at=decision.at,
                 error=decision.error,
             )
-            await ctx.writer.run(retry, until_written=True)
+            recorded = await ctx.writer.run(retry, until_written=True)
             reason = f"attempt {attempt.attempts}: {decision.error}"
+            if not recorded:
+                raise Superseded(f"{reason}; {SUPERSEDED}") from exc
             raise RetryLater(decision.at, reason) from exc
-        failed = partial(attempts.mark_failed, task_id=attempt.id, now=now, error=decision.error)
-        await ctx.writer.run(failed, until_written=True)
+        failed = partial(
+            attempts.mark_failed,
+            task_id=attempt.id,
+            attempt=attempt.attempts,
+            now=now,
+            error=decision.error,
+        )
+        if not await ctx.writer.run(failed, until_written=True):
+            raise Superseded(f"attempt {attempt.attempts}: {decision.error}; {SUPERSEDED}") from exc

@@ -7,7 +7,7 @@ so that one request's steps share one transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -112,14 +112,15 @@ def due_by(session: Session, horizon: datetime) -> list[tuple[str, str, datetime
     return [(row.id, row.job, as_utc(row.next_attempt_at or row.run_at)) for row in rows]
 
 
-def interrupted(session: Session, now: datetime) -> int:
+def interrupted(session: Session, now: datetime, running_here: Collection[str] = ()) -> int:
     """Put tasks left running by a process that stopped mid-attempt back to scheduled; how many.
 
-    Their attempt stays counted: the late window then reports that it may have run.
+    Their attempt stays counted: the late window then reports that it may have run. The tasks
+    in running_here are this process's own attempts still under way (a leader elected again
+    while the attempts of its previous term record their outcome): they are left alone.
     """
-    result = session.execute(
-        update(Task)
-        .where(Task.status == TaskStatus.RUNNING)
-        .values(status=TaskStatus.SCHEDULED, updated_at=now)
-    )
+    statement = update(Task).where(Task.status == TaskStatus.RUNNING)
+    if running_here:
+        statement = statement.where(Task.id.not_in(list(running_here)))
+    result = session.execute(statement.values(status=TaskStatus.SCHEDULED, updated_at=now))
     return int(result.rowcount)  # type: ignore[attr-defined]

@@ -86,12 +86,14 @@ class Service:
     # Answers 200 once the service is up.
     ready_path = "/readyz"
 
-    def __init__(self, workdir: Path, variables: Mapping[str, str]) -> None:
+    def __init__(self, workdir: Path, variables: Mapping[str, str], config: str = "") -> None:
+        """config: the YAML of the service's configuration file (none: an empty one)."""
         self.workdir = workdir
         self.log_path = workdir / "service.log"
-        # An explicit empty file: a config.yaml lying in some cwd must never leak into a test.
-        self.config_path = workdir / "empty-config.yaml"
-        self.config_path.write_text("")
+        # An explicit file, empty by default: a config.yaml lying in some cwd must never leak
+        # into a test.
+        self.config_path = workdir / ("config.yaml" if config else "empty-config.yaml")
+        self.config_path.write_text(config)
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
         self.env = {**inherited, **variables, "PYTHONUNBUFFERED": "1"}
         self.port = 0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from tests.support import free_port
@@ -76,6 +78,22 @@ def test_check_config_describes_each_job_and_the_plan(tmp_path: Path) -> None:
     assert "(no database yet)" in out
     assert "added: daily-report, token-cleanup" in out
     assert not (tmp_path / "var").exists()  # looking did not create a database
+
+
+def test_check_config_accepts_a_seconds_field_and_shows_the_seconds(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("jobs:\n  - {id: tick, job: token_cleanup, cron: '*/2 * * * * *'}\n")
+    result = check_config(tmp_path, "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "tick: job token_cleanup, cron '*/2 * * * * *' (UTC)" in out
+    assert "Every 2 seconds, every minute, every hour, every day" in out
+    [runs] = [line for line in out.splitlines() if "next runs" in line][:1]
+    moments = [datetime.fromisoformat(text) for text in runs.split(": ", 1)[1].split(", ")]
+    assert [later - earlier for earlier, later in itertools.pairwise(moments)] == [
+        timedelta(seconds=2)
+    ] * 2
+    assert {moment.second % 2 for moment in moments} == {0}
 
 
 def test_check_config_plans_against_a_database(tmp_path: Path, database_url: str) -> None:

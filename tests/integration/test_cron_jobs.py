@@ -151,6 +151,28 @@ def test_restart_applies_changes_and_keeps_reminders(deployment: Deployment) -> 
         assert moved.strftime("%H:%M") == "09:15"
 
 
+def test_a_seconds_field_runs_the_job_every_few_seconds(deployment: Deployment) -> None:
+    deployment.write([{"id": "tick", "job": "note", "cron": "*/2 * * * * *", "args": ["t"]}])
+    with deployment.client() as client:
+        [listed] = [job for job in job_list(client) if job["id"] == "tick"]
+        assert listed["trigger"] == "cron: */2 * * * * * (UTC)"
+        assert listed["schedule_text"].startswith("Every 2 seconds")
+
+        def two_runs() -> list[JobRun] | None:
+            done = [r for r in runs_of(client, "tick") if r.outcome == "success"]
+            return done[:2] if len(done) >= 2 else None
+
+        # The first run comes at the next even second, the second 2 s later.
+        first, second = wait_until(two_runs, timeout_s=6)
+
+    assert CALLS[:2] == [("t", 1), ("t", 1)]
+    assert first.scheduled_for.second % 2 == second.scheduled_for.second % 2 == 0
+    gap = second.scheduled_for - first.scheduled_for
+    # Two seconds apart, unless a busy machine made the scheduler skip (coalesce) a run.
+    assert gap > timedelta(0)
+    assert gap % timedelta(seconds=2) == timedelta(0)
+
+
 def test_a_disabled_job_is_stored_paused(deployment: Deployment) -> None:
     deployment.write([{**NOTE_JOB, "enabled": False}])
     with deployment.client() as client:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import itertools
 import pickle
 import re
@@ -15,13 +16,19 @@ from scheduler_app.cron.crontab import (
     next_fire_times,
     parse_crontab,
 )
+from scheduler_app.cron.entries import CronJobSpec
+from scheduler_app.cron.reconcile import plan_reconcile
 
 # Fire times are compared as ISO strings with their offset: aware datetimes of one zone compare
 # by wall time alone, so 02:30+02:00 would equal 02:30+01:00 on the fall-back day.
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
 EVERY_DAY = {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"}
-FIELD_COUNT = "expected 5 fields (minute hour day-of-month month day-of-week)"
+FIELD_COUNT = (
+    "expected 5 fields (minute hour day-of-month month day-of-week) "
+    "or 6 with seconds first (second minute hour day-of-month month day-of-week)"
+)
+SIX_FIELDS = " (6 fields read as: second minute hour day-of-month month day-of-week)"
 
 
 def fire_times(trigger: CronTrigger, start: datetime, end: datetime) -> list[datetime]:
@@ -281,7 +288,8 @@ def test_from_crontab_builds_the_subclass_with_crontab_weekdays() -> None:
     ("expression", "message"),
     [
         ("* * * *", f"{FIELD_COUNT}, got 4"),
-        ("0 8 * * * 2026", f"{FIELD_COUNT}, got 6"),
+        ("0 0 8 * * * 2026", f"{FIELD_COUNT}, got 7; a year field is not supported"),
+        ("* * * * * * * *", f"{FIELD_COUNT}, got 8"),
         ("", f"{FIELD_COUNT}, got 0"),
         ("61 * * * *", "minute field '61' is invalid: allowed 0-59, *, lists, ranges and steps"),
         ("*/0 * * * *", "minute field '*/0' is invalid: allowed 0-59"),
@@ -303,6 +311,23 @@ def test_from_crontab_builds_the_subclass_with_crontab_weekdays() -> None:
         ("0 8 * * 1#2", "day-of-week field '1#2' is invalid"),
         ("0 0 30 2 *", "day-of-month field '30' never occurs in month field '2'"),
         ("@reboot", "unknown macro '@reboot': allowed @yearly, @annually, @monthly"),
+        (
+            "61 * * * * *",
+            "second field '61' is invalid: allowed 0-59, *, lists, ranges and steps" + SIX_FIELDS,
+        ),
+        ("*/0 * * * * *", "second field '*/0' is invalid: allowed 0-59"),
+        ("5/15 * * * * *", "second field '5/15' is invalid: allowed 0-59"),
+        ("30-10 * * * * *", "second field '30-10' is invalid: allowed 0-59"),
+        ("L * * * * *", "second field 'L' is invalid: allowed 0-59"),
+        ("0 60 * * * *", "minute field '60' is invalid: allowed 0-59"),
+        ("0 0 24 * * *", "hour field '24' is invalid: allowed 0-23"),
+        ("0 0 0 30 2 *", "day-of-month field '30' never occurs in month field '2'"),
+        # Minute-first with a year last is read seconds first: the message says how.
+        (
+            "0 8 * * * 2026",
+            "day-of-week field '2026' is invalid: allowed 0-7 (0 and 7 are Sunday) or sun-sat, "
+            "*, lists, ranges and steps" + SIX_FIELDS,
+        ),
     ],
 )
 def test_invalid_expressions_name_the_field(expression: str, message: str) -> None:
@@ -342,6 +367,15 @@ def test_29_february_is_a_valid_if_rare_schedule() -> None:
         ("@daily", "At 00:00, every day"),
         ("@weekly", "At 00:00, only on Sunday"),
         ("@monthly", "At 00:00, on day 1 of the month"),
+        ("*/5 * * * * *", "Every 5 seconds, every minute, every hour, every day"),
+        (
+            "30 0 * * * *",
+            "At 30 seconds past the minute, at 0 minutes past the hour, every hour, every day",
+        ),
+        ("15 30 8 * * 1-5", "At 08:30:15, Monday through Friday"),
+        ("0 0 8 * * *", "At 08:00, every day"),
+        ("0 0 8 * * */2", "At 08:00, only on Sunday, Tuesday, Thursday, and Saturday"),
+        ("0-59/20 * 9 * * *", "Every 20 seconds, every minute, between 09:00 and 09:59, every day"),
     ],
 )
 def test_describe_crontab(expression: str, description: str) -> None:
@@ -376,3 +410,236 @@ def test_next_fire_times_are_strictly_after() -> None:
 def test_next_fire_times_needs_an_aware_datetime() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         next_fire_times(parse_crontab("0 8 * * *", BERLIN), datetime(2026, 6, 1))
+
+
+# Triggers as the code before the seconds field pickled them (CrontabTrigger state version 1,
+# pickle protocol 5 as the job store uses): stored jobs hold exactly these bytes.
+FIVE_FIELD_PICKLES = {
+    "0 8 1 * 1": (
+        "gAWVVQMAAAAAAACMGnNjaGVkdWxlcl9hcHAuY3Jvbi5jcm9udGFilIwOQ3JvbnRhYlRyaWdnZXKUk5QpgZR9lCiM"
+        "B3ZlcnNpb26USwKMCHRpbWV6b25llIwIYnVpbHRpbnOUjAdnZXRhdHRylJOUjAh6b25laW5mb5SMCFpvbmVJbmZv"
+        "lJOUjAlfdW5waWNrbGWUhpRSlIwNRXVyb3BlL0JlcmxpbpRLAYaUUpSMCnN0YXJ0X2RhdGWUTowIZW5kX2RhdGWU"
+        "TowGZmllbGRzlF2UKIwgYXBzY2hlZHVsZXIudHJpZ2dlcnMuY3Jvbi5maWVsZHOUjAlCYXNlRmllbGSUk5QpgZR9"
+        "lCiMBG5hbWWUjAR5ZWFylIwKaXNfZGVmYXVsdJSIjAtleHByZXNzaW9uc5RdlIwlYXBzY2hlZHVsZXIudHJpZ2dl"
+        "cnMuY3Jvbi5leHByZXNzaW9uc5SMDUFsbEV4cHJlc3Npb26Uk5QpgZR9lIwEc3RlcJROc2JhdWJoF4wKTW9udGhG"
+        "aWVsZJSTlCmBlH2UKGgcjAVtb250aJRoHoloH12UaCMpgZR9lGgmTnNiYXViaBeMD0RheU9mTW9udGhGaWVsZJST"
+        "lCmBlH2UKGgcjANkYXmUaB6JaB9dlGghjA9SYW5nZUV4cHJlc3Npb26Uk5QpgZR9lChoJk6MBWZpcnN0lEsBjARs"
+        "YXN0lEsBdWJhdWJoF4wJV2Vla0ZpZWxklJOUKYGUfZQoaByMBHdlZWuUaB6IaB9dlGgjKYGUfZRoJk5zYmF1YmgX"
+        "jA5EYXlPZldlZWtGaWVsZJSTlCmBlH2UKGgcjAtkYXlfb2Zfd2Vla5RoHoloH12UaCMpgZR9lGgmTnNiYXViaBkp"
+        "gZR9lChoHIwEaG91cpRoHoloH12UaDYpgZR9lChoJk5oOUsIaDpLCHViYXViaBkpgZR9lChoHIwGbWludXRllGge"
+        "iWgfXZRoNimBlH2UKGgmTmg5SwBoOksAdWJhdWJoGSmBlH2UKGgcjAZzZWNvbmSUaB6IaB9dlGg2KYGUfZQoaCZO"
+        "aDlLAGg6SwB1YmF1YmWMBmppdHRlcpROjA9jcm9udGFiX3ZlcnNpb26USwGMCmV4cHJlc3Npb26UjAkwIDggMSAq"
+        "IDGUdWIu"
+    ),
+    "30 2 * * *": (
+        "gAWVTQMAAAAAAACMGnNjaGVkdWxlcl9hcHAuY3Jvbi5jcm9udGFilIwOQ3JvbnRhYlRyaWdnZXKUk5QpgZR9lCiM"
+        "B3ZlcnNpb26USwKMCHRpbWV6b25llIwIYnVpbHRpbnOUjAdnZXRhdHRylJOUjAh6b25laW5mb5SMCFpvbmVJbmZv"
+        "lJOUjAlfdW5waWNrbGWUhpRSlIwNRXVyb3BlL0JlcmxpbpRLAYaUUpSMCnN0YXJ0X2RhdGWUTowIZW5kX2RhdGWU"
+        "TowGZmllbGRzlF2UKIwgYXBzY2hlZHVsZXIudHJpZ2dlcnMuY3Jvbi5maWVsZHOUjAlCYXNlRmllbGSUk5QpgZR9"
+        "lCiMBG5hbWWUjAR5ZWFylIwKaXNfZGVmYXVsdJSIjAtleHByZXNzaW9uc5RdlIwlYXBzY2hlZHVsZXIudHJpZ2dl"
+        "cnMuY3Jvbi5leHByZXNzaW9uc5SMDUFsbEV4cHJlc3Npb26Uk5QpgZR9lIwEc3RlcJROc2JhdWJoF4wKTW9udGhG"
+        "aWVsZJSTlCmBlH2UKGgcjAVtb250aJRoHoloH12UaCMpgZR9lGgmTnNiYXViaBeMD0RheU9mTW9udGhGaWVsZJST"
+        "lCmBlH2UKGgcjANkYXmUaB6JaB9dlGgjKYGUfZRoJk5zYmF1YmgXjAlXZWVrRmllbGSUk5QpgZR9lChoHIwEd2Vl"
+        "a5RoHohoH12UaCMpgZR9lGgmTnNiYXViaBeMDkRheU9mV2Vla0ZpZWxklJOUKYGUfZQoaByMC2RheV9vZl93ZWVr"
+        "lGgeiWgfXZRoIymBlH2UaCZOc2JhdWJoGSmBlH2UKGgcjARob3VylGgeiWgfXZRoIYwPUmFuZ2VFeHByZXNzaW9u"
+        "lJOUKYGUfZQoaCZOjAVmaXJzdJRLAowEbGFzdJRLAnViYXViaBkpgZR9lChoHIwGbWludXRllGgeiWgfXZRoTCmB"
+        "lH2UKGgmTmhPSx5oUEsedWJhdWJoGSmBlH2UKGgcjAZzZWNvbmSUaB6IaB9dlGhMKYGUfZQoaCZOaE9LAGhQSwB1"
+        "YmF1YmWMBmppdHRlcpROjA9jcm9udGFiX3ZlcnNpb26USwGMCmV4cHJlc3Npb26UjAozMCAyICogKiAqlHViLg=="
+    ),
+}
+
+
+@pytest.mark.parametrize("expression", sorted(FIVE_FIELD_PICKLES))
+def test_a_trigger_pickled_before_the_seconds_field_loads_and_fires_as_before(
+    expression: str,
+) -> None:
+    stored = base64.b64decode(FIVE_FIELD_PICKLES[expression])
+    restored = pickle.loads(stored)  # noqa: S301
+    fresh = parse_crontab(expression, BERLIN)
+
+    assert isinstance(restored, CrontabTrigger)
+    assert restored.expression == expression
+    assert str(restored) == f"cron: {expression} (Europe/Berlin)"
+    # A five-field trigger still writes the state it always wrote, byte for byte.
+    assert restored.__getstate__()["crontab_version"] == 1
+    assert pickle.dumps(fresh, protocol=5) == stored
+    # From just before the clocks go back to a month later: days, DST and all.
+    start, end = at("2026-10-20 00:00"), at("2026-11-20 00:00")
+    assert iso(fire_times(restored, start, end)) == iso(fire_times(fresh, start, end))
+    assert {moment.second for moment in fire_times(restored, start, end)} == {0}
+
+
+def test_a_six_field_trigger_pickles_as_state_version_2() -> None:
+    trigger = parse_crontab("*/5 30 2 * * *", BERLIN)
+    state = trigger.__getstate__()
+    assert state["version"] == 2  # CronTrigger's own, as for five fields
+    assert state["crontab_version"] == 2
+    assert state["expression"] == "*/5 30 2 * * *"
+
+    restored = pickle.loads(pickle.dumps(trigger))  # noqa: S301
+
+    assert isinstance(restored, CrontabTrigger)
+    assert restored.expression == "*/5 30 2 * * *"
+    start, end = at("2026-10-24 00:00"), at("2026-10-27 00:00")
+    assert iso(fire_times(restored, start, end)) == iso(fire_times(trigger, start, end))
+    assert len(fire_times(restored, start, end)) == 3 * 12  # once on the fall-back day too
+
+
+def test_code_that_predates_seconds_refuses_a_six_field_state_by_its_version() -> None:
+    """What the previous release does with a six-field trigger: refuse it, and say why."""
+
+    class PreviousRelease(CrontabTrigger):
+        STATE_VERSION = 1
+
+    blank = PreviousRelease.__new__(PreviousRelease)
+    state = parse_crontab("*/5 * * * * *", BERLIN).__getstate__()
+    with pytest.raises(ValueError, match="version 2 of PreviousRelease"):
+        blank.__setstate__(state)
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        (
+            "*/5 * * * * *",
+            ["2026-06-01T12:00:05+02:00", "2026-06-01T12:00:10+02:00", "2026-06-01T12:00:15+02:00"],
+        ),
+        (
+            "30 0 * * * *",
+            ["2026-06-01T12:00:30+02:00", "2026-06-01T13:00:30+02:00", "2026-06-01T14:00:30+02:00"],
+        ),
+        (
+            "0,30 * * * * *",
+            ["2026-06-01T12:00:30+02:00", "2026-06-01T12:01:00+02:00", "2026-06-01T12:01:30+02:00"],
+        ),
+        (
+            "10-20/5 * * * * *",
+            ["2026-06-01T12:00:10+02:00", "2026-06-01T12:00:15+02:00", "2026-06-01T12:00:20+02:00"],
+        ),
+        (
+            "15 30 8 * * 1-5",
+            ["2026-06-02T08:30:15+02:00", "2026-06-03T08:30:15+02:00", "2026-06-04T08:30:15+02:00"],
+        ),
+        (
+            "0 0 8 * * *",
+            ["2026-06-02T08:00:00+02:00", "2026-06-03T08:00:00+02:00", "2026-06-04T08:00:00+02:00"],
+        ),
+        # Both day fields restricted: either one, as with five fields; Sunday is 0.
+        (
+            "45 0 8 1 * 0",
+            ["2026-06-07T08:00:45+02:00", "2026-06-14T08:00:45+02:00", "2026-06-21T08:00:45+02:00"],
+        ),
+    ],
+)
+def test_six_fields_put_seconds_first(expression: str, expected: list[str]) -> None:
+    trigger = parse_crontab(expression, BERLIN)
+    assert iso(next_fire_times(trigger, at("2026-06-01 12:00"), 3)) == expected
+
+
+def test_either_day_with_seconds_includes_the_day_of_month() -> None:
+    trigger = parse_crontab("45 0 8 1 * 0", BERLIN)
+    assert iso(next_fire_times(trigger, at("2026-06-25 00:00"), 3)) == [
+        "2026-06-28T08:00:45+02:00",
+        "2026-07-01T08:00:45+02:00",
+        "2026-07-05T08:00:45+02:00",
+    ]
+
+
+def test_every_five_seconds_fires_twelve_times_a_minute() -> None:
+    times = fire_times(
+        parse_crontab("*/5 * * * * *", BERLIN), at("2026-06-01 12:00"), at("2026-06-01 12:01")
+    )
+    assert [moment.second for moment in times] == list(range(0, 60, 5))
+
+
+def test_five_fields_mean_second_zero_exactly_as_before() -> None:
+    five = parse_crontab("*/15 8 * * *", BERLIN)
+    six = parse_crontab("0 */15 8 * * *", BERLIN)
+    start, end = at("2026-06-01 00:00"), at("2026-06-03 00:00")
+    assert iso(fire_times(five, start, end)) == iso(fire_times(six, start, end))
+    # The five-field trigger leaves CronTrigger's second field at its default, as before.
+    [second] = [field for field in five.fields if field.name == "second"]
+    assert (str(second), second.is_default) == ("0", True)
+
+
+def test_str_and_repr_show_six_fields() -> None:
+    trigger = parse_crontab("*/5 * * * * *", BERLIN)
+    assert str(trigger) == "cron: */5 * * * * * (Europe/Berlin)"
+    assert repr(trigger) == "<CrontabTrigger ('*/5 * * * * *', timezone='Europe/Berlin')>"
+
+
+def utc_steps(times: list[datetime]) -> set[timedelta]:
+    instants = [moment.astimezone(UTC) for moment in times]
+    return {later - earlier for earlier, later in itertools.pairwise(instants)}
+
+
+def test_seconds_with_a_wildcard_hour_run_on_through_the_clocks_going_back() -> None:
+    before = at("2026-10-25 02:59:40")  # the first 02:59:40, +02:00
+    after = at("2026-10-25 02:00:20").replace(fold=1)  # the second 02:00:20, +01:00
+    times = fire_times(parse_crontab("*/5 * * * * *", BERLIN), before, after)
+    assert iso(times)[3:6] == [
+        "2026-10-25T02:59:55+02:00",
+        "2026-10-25T02:00:00+01:00",
+        "2026-10-25T02:00:05+01:00",
+    ]
+    assert len(times) == 8  # 40 seconds
+    assert utc_steps(times) == {timedelta(seconds=5)}
+
+
+def test_seconds_with_a_wildcard_hour_run_on_through_the_clocks_going_forward() -> None:
+    times = fire_times(
+        parse_crontab("*/5 * * * * *", BERLIN), at("2026-03-29 01:59:45"), at("2026-03-29 03:00:15")
+    )
+    assert iso(times) == [
+        "2026-03-29T01:59:45+01:00",
+        "2026-03-29T01:59:50+01:00",
+        "2026-03-29T01:59:55+01:00",
+        "2026-03-29T03:00:00+02:00",
+        "2026-03-29T03:00:05+02:00",
+        "2026-03-29T03:00:10+02:00",
+    ]
+    assert utc_steps(times) == {timedelta(seconds=5)}
+
+
+@pytest.mark.parametrize(
+    ("zone", "day", "expression", "expected"),
+    [
+        # Fall back, fixed hour: the repeated hour runs once, as with five fields.
+        (
+            BERLIN,
+            date(2026, 10, 25),
+            "*/20 30 2 * * *",
+            ["2026-10-25T02:30:00+02:00", "2026-10-25T02:30:20+02:00", "2026-10-25T02:30:40+02:00"],
+        ),
+        (NEW_YORK, date(2026, 11, 1), "15 30 1 * * *", ["2026-11-01T01:30:15-04:00"]),
+        # Spring forward, in the skipped hour: once, as `30 2 * * *` fires once, an hour later.
+        (BERLIN, date(2026, 3, 29), "15 30 2 * * *", ["2026-03-29T03:30:15+02:00"]),
+        (BERLIN, date(2026, 3, 29), "*/20 30 2 * * *", ["2026-03-29T03:30:00+02:00"]),
+        (NEW_YORK, date(2026, 3, 8), "15 30 2 * * *", ["2026-03-08T03:30:15-04:00"]),
+    ],
+)
+def test_seconds_with_a_fixed_hour_across_dst_fire_as_five_fields_do(
+    zone: ZoneInfo, day: date, expression: str, expected: list[str]
+) -> None:
+    assert day_fire_times(expression, zone, day) == expected
+
+
+def test_a_changed_seconds_field_is_a_changed_entry() -> None:
+    def entry(cron: str) -> CronJobSpec:
+        return CronJobSpec(
+            id="tick",
+            job="token_cleanup",
+            cron=cron,
+            timezone="UTC",
+            args=(),
+            kwargs={},
+            enabled=True,
+            misfire_grace_s=60.0,
+            coalesce=True,
+            description="",
+        )
+
+    stored = {"tick": entry("0 */5 * * * *").fingerprint}
+    assert plan_reconcile([entry("30 */5 * * * *")], stored).changed == [entry("30 */5 * * * *")]
+    assert plan_reconcile([entry("*/5 * * * *")], stored).changed == [entry("*/5 * * * *")]
+    assert plan_reconcile([entry("0 */5 * * * *")], stored).unchanged == ["tick"]

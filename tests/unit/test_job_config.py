@@ -200,9 +200,16 @@ def test_not_a_list() -> None:
             "allowed 0-59, *, lists, ranges and steps",
         ),
         (
+            {"cron": "61 0 8 * * *"},
+            "config.yaml: jobs[0] 'daily-report': second field '61' is invalid: "
+            "allowed 0-59, *, lists, ranges and steps "
+            "(6 fields read as: second minute hour day-of-month month day-of-week)",
+        ),
+        (
             {"cron": "0 8 * *"},
             "config.yaml: jobs[0] 'daily-report': expected 5 fields "
-            "(minute hour day-of-month month day-of-week), got 4",
+            "(minute hour day-of-month month day-of-week) or 6 with seconds first "
+            "(second minute hour day-of-month month day-of-week), got 4",
         ),
         (
             {"cron": 8},
@@ -457,6 +464,8 @@ def test_fingerprint_ignores_key_order_and_int_versus_float_grace() -> None:
         {"job": "tag"},
         {"cron": "0 9 * * *"},
         {"cron": "0  8 * * *"},
+        {"cron": "0 0 8 * * *"},
+        {"cron": "30 0 8 * * *"},
         {"timezone": "UTC"},
         {"args": [2]},
         {"args": ["1"]},
