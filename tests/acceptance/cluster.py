@@ -192,13 +192,9 @@ class Cluster:
 
 
 def start_workers(cluster: Cluster) -> None:
-    """Start the cluster as `scheduler-app serve --workers N` would run it on SQLite: N processes
-    of one service on one database file, on one host.
-
-    TODO(workers): once `serve --workers N` exists, start one such process here (one port) and
-    let the cluster list its workers (their pids from GET /admin/cluster) and post to its one
-    port. Until then: the cluster's N separate `serve` processes on N ports.
-    """
+    """Start the cluster as several processes of one host on one SQLite file: N `serve`
+    processes on N ports, so that a test can reach, kill and pause each one. `serve --workers
+    N` (N processes on one port) is tested in test_cluster.py's own workers tests."""
     cluster.start()
 
 

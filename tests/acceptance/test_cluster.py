@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -587,3 +589,84 @@ def noted(notes: Path, label: str) -> dict[str, Any] | None:
     lines = notes.read_text().splitlines() if notes.exists() else []
     found: list[dict[str, Any]] = [n for n in map(json.loads, lines) if n["label"] == label]
     return found[0] if found else None
+
+
+# --- `serve --workers 3` on SQLite: one port, three processes, one leader ----------------------
+
+
+def _view(service: Service) -> dict[str, Any] | None:
+    with service.client() as client:
+        response = client.get("/admin/cluster", headers=Service.admin_headers())
+    if response.status_code != 200:
+        return None
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _leader_pid(service: Service, other_than: int | None = None) -> int | None:
+    """The leader's pid once three processes are listed and one of them leads (another than
+    other_than, when given)."""
+    view = _view(service)
+    if view is None or view["leader"] is None:
+        return None
+    by_id = {p["id"]: p for p in view["processes"]}
+    leader = by_id.get(view["leader"]["id"])
+    if leader is None or leader["pid"] == other_than:
+        return None
+    return int(leader["pid"])
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_serve_workers_deliver_a_burst_once_and_replace_a_killed_leader(
+    tmp_path: Path, database_url: str, smtp_sink: SmtpSink
+) -> None:
+    """`serve --workers 3` on SQLite: the burst and kill tests through one port."""
+    from tests.acceptance.service import service_environment
+
+    extra = {**smtp_environment(smtp_sink.host, smtp_sink.port), **SHORT_LEASE}
+    service = Service(tmp_path, service_environment(tmp_path, database_url, extra))
+    service.options = ["--workers", "3"]
+    try:
+        service.start()
+        wait_until(
+            lambda: (v := _view(service)) is not None and len(v["processes"]) == 3,
+            timeout_s=20,
+        )
+        first = wait_until(lambda: _leader_pid(service), timeout_s=10)
+
+        # Every reminder once, through the one port of three processes.
+        ids = subscribe_to([service.base_url], subscriptions(REMINDERS // 2, 2.0, 1.0))
+        wait_until(lambda: ids <= set(reminder_ids(smtp_sink.received())), timeout_s=60)
+        received = deliveries(smtp_sink.received(), ids)
+        assert not received.missing
+        assert not received.unexpected
+        assert not received.duplicated
+
+        # The leader killed mid-burst: another worker leads, nothing is lost.
+        burst = subscribe_to([service.base_url], subscriptions(BURST, 2.0, 1.0))
+        wait_until(
+            lambda: len(set(reminder_ids(smtp_sink.received())) & burst) >= BURST // 5,
+            timeout_s=30,
+            interval_s=0.005,
+        )
+        killed = time.monotonic()
+        os.kill(first, signal.SIGKILL)
+        second = wait_until(lambda: _leader_pid(service, other_than=first), timeout_s=LEASE_S + 10)
+        take_over_s = time.monotonic() - killed
+        wait_until(lambda: burst <= set(reminder_ids(smtp_sink.received())), timeout_s=60)
+        time.sleep(LATE_COPY_S)
+        received = deliveries(smtp_sink.received(), burst | ids)
+        print(
+            f"\nserve --workers 3: leader pid {first} killed, pid {second} leads after "
+            f"{take_over_s:.2f} s; {received.duplicates} duplicate(s) under the same Message-ID"
+        )
+        assert take_over_s <= LEASE_S + 1 + LOOK_SLACK_S, service.log_text()
+        assert not received.missing
+        assert not received.unexpected
+        assert not received.under_two_ids
+    finally:
+        service.close()
+
+
+def subscribe_to(urls: list[str], bodies: list[dict[str, Any]]) -> set[str]:
+    return {body["id"] for body in post_round_robin(urls, "/subscribe", bodies)}
