@@ -27,6 +27,8 @@ from scheduler_app.db.engine import database_unavailable, describe_unavailable
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Monotonic = Callable[[], float]
+# How long stopping waits for the election loop to end (a step under way finishes first).
+STOP_WAIT_S = 5.0
 
 
 class Elector:
@@ -78,6 +80,7 @@ class Elector:
         self._pause_until = 0.0
         self._unavailable = False
         self._start_failed = False
+        self._stopping = False
 
     @property
     def term(self) -> int | None:
@@ -108,11 +111,16 @@ class Elector:
     async def stop(self) -> None:
         """Stop seeking; a leader stops its services (letting its jobs finish) and then gives
         the lease up at once, so that a follower takes over without waiting for it to run out."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-            self._loop_task = None
+        # Ended by the loop itself, between two steps: a cancellation that lands as a renewal
+        # returns can be lost (asyncio.wait_for on Python 3.11), leaving the stop waiting.
+        self._stopping = True
+        self._wake.set()
+        task, self._loop_task = self._loop_task, None
+        if task is not None:
+            _, pending = await asyncio.wait({task}, timeout=STOP_WAIT_S)
+            if pending:
+                task.cancel()
+                await asyncio.wait({task}, timeout=STOP_WAIT_S)
         if self.leading:
             await self._step_down("this process is stopping", give_up=True)
         with contextlib.suppress(Exception):
@@ -132,11 +140,16 @@ class Elector:
         return True
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             interval = self._timing.renew_every_s if self.leading else self._timing.poll_every_s
+            # asyncio.timeout rather than wait_for: on Python 3.11, cancelling a wait_for on an
+            # event at the moment it is set could leave the stop waiting for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 await self._report()
                 if self.leading and self._start_failed:
@@ -216,10 +229,8 @@ class Elector:
         sent = self._monotonic()
         deadline = self._renewed_at + self._timing.step_down_after_s
         try:
-            renewed = await asyncio.wait_for(
-                self._db(lease.renew, self.me.id, term, self._timing.lease_s),
-                max(deadline - sent, 0.05),
-            )
+            async with asyncio.timeout(max(deadline - sent, 0.05)):
+                renewed = await self._db(lease.renew, self.me.id, term, self._timing.lease_s)
         except Exception as exc:
             self._database_trouble("renewing the lease", exc)
             if self._timing.must_step_down(self._renewed_at, self._monotonic()):

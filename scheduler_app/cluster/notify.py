@@ -25,6 +25,8 @@ CHANNEL = "scheduler_app"
 DUE = "due"
 LEASE = "lease"
 RECONNECT_S = 1.0
+# How long one wait for notifications lasts before the listener looks whether it should stop.
+WAIT_S = 0.25
 
 
 def notifications_possible(engine: Engine, poll_only: bool) -> bool:
@@ -95,27 +97,35 @@ class Listener:
         )
         self._handlers = handlers
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.listening = asyncio.Event()
 
     async def start(self) -> None:
+        self._stopping.clear()
         self._task = asyncio.create_task(self._listen(), name="notification-listener")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Let the listening loop end by itself (within WAIT_S): cancelling psycopg's wait for
+        notifications can leave the connection waiting for an answer that never comes."""
+        self._stopping.set()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        _, pending = await asyncio.wait({task}, timeout=2 * WAIT_S + 1)
+        if pending:
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
 
     async def _listen(self) -> None:
         import psycopg
 
         lost = False
-        while True:
+        while not self._stopping.is_set():
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True
-                ) as connection:
+                connecting = psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=int(WAIT_S * 4)
+                )
+                async with await connecting as connection:
                     await connection.execute(f"LISTEN {CHANNEL}")
                     if lost:
                         logger.info("listening for notifications again")
@@ -124,12 +134,11 @@ class Listener:
                     # Whatever was notified while not listening: look now.
                     for handler in self._handlers.values():
                         handler()
-                    async for notification in connection.notifies():
-                        received = self._handlers.get(notification.payload)
-                        if received is not None:
-                            received()
-            except asyncio.CancelledError:
-                raise
+                    while not self._stopping.is_set():
+                        async for notification in connection.notifies(timeout=WAIT_S):
+                            received = self._handlers.get(notification.payload)
+                            if received is not None:
+                                received()
             except Exception as exc:
                 self.listening.clear()
                 if not lost:
@@ -139,4 +148,6 @@ class Listener:
                         RECONNECT_S,
                     )
                     lost = True
-            await asyncio.sleep(RECONNECT_S)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RECONNECT_S):
+                    await self._stopping.wait()
