@@ -86,9 +86,18 @@ def read(connection: Connection) -> LeaseState:
 def acquire(connection: Connection, holder: str, lease_s: float) -> Held | None:
     """Take the lease if nobody holds it (or its holder let it run out); None otherwise."""
     now = database_now(connection.dialect.name)
+    free = or_(LEADERSHIP.c.holder.is_(None), LEADERSHIP.c.expires_at <= now)
+    return _take(connection, free, holder, lease_s)
+
+
+def _take(
+    connection: Connection, condition: ColumnElement[bool], holder: str, lease_s: float
+) -> Held | None:
+    """Take the lease under a new term where condition holds; None where it does not."""
+    now = database_now(connection.dialect.name)
     row = connection.execute(
         update(LEADERSHIP)
-        .where(_ROW, or_(LEADERSHIP.c.holder.is_(None), LEADERSHIP.c.expires_at <= now))
+        .where(_ROW, condition)
         .values(
             holder=holder,
             term=LEADERSHIP.c.term + 1,
@@ -178,17 +187,5 @@ def take_over(
 ) -> Held | None:
     """Take the lease from a holder known to be dead (its pid gone on this machine), if it still
     holds it under dead_term; None otherwise."""
-    now = database_now(connection.dialect.name)
-    row = connection.execute(
-        update(LEADERSHIP)
-        .where(_ROW, LEADERSHIP.c.holder == dead_holder, LEADERSHIP.c.term == dead_term)
-        .values(
-            holder=holder,
-            term=LEADERSHIP.c.term + 1,
-            expires_at=now + lease_s,
-            acquired_at=now,
-            resign_term=None,
-        )
-        .returning(LEADERSHIP.c.term, LEADERSHIP.c.expires_at)
-    ).one_or_none()
-    return None if row is None else Held(row.term, row.expires_at)
+    still_its = and_(LEADERSHIP.c.holder == dead_holder, LEADERSHIP.c.term == dead_term)
+    return _take(connection, still_its, holder, lease_s)
