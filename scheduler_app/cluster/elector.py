@@ -122,7 +122,7 @@ class Elector:
                 task.cancel()
                 await asyncio.wait({task}, timeout=STOP_WAIT_S)
         if self.leading:
-            await self._step_down("this process is stopping", give_up=True)
+            await self._step_down("this process is stopping", give_up=True, level=logging.INFO)
         with contextlib.suppress(Exception):
             await self._db(members.leave, self.me)
 
@@ -136,7 +136,7 @@ class Elector:
         if not self.leading:
             return False
         self._pause_until = self._monotonic() + self._timing.resign_pause_s
-        await self._step_down("asked to step down", give_up=True)
+        await self._step_down("asked to step down", give_up=True, level=logging.INFO)
         return True
 
     async def _run(self) -> None:
@@ -245,13 +245,18 @@ class Elector:
         self._renewed_at = sent
         if renewed.resign_requested:
             self._pause_until = self._monotonic() + self._timing.resign_pause_s
-            await self._step_down("an operator asked the leader to step down", give_up=True)
+            await self._step_down(
+                "an operator asked the leader to step down", give_up=True, level=logging.INFO
+            )
 
-    async def _step_down(self, reason: str, *, give_up: bool = False) -> None:
+    async def _step_down(
+        self, reason: str, *, give_up: bool = False, level: int = logging.WARNING
+    ) -> None:
+        """Stop leading; level: how the log tells it (a warning unless it was asked for)."""
         term = self._fence.term
         # First: from here on, nothing new starts in this process.
         self._fence.term = None
-        logger.warning("no longer leading (term %s): %s", term, reason)
+        logger.log(level, "no longer leading (term %s): %s", term, reason)
         starting, self._starting = self._starting, None
         if starting is not None and not starting.done():
             starting.cancel()
