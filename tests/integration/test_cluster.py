@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,20 @@ from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
 from scheduler_app.app import create_app
+from scheduler_app.builtin import REGISTRY
 from scheduler_app.cluster import lease
 from scheduler_app.db.models import Task, TaskStatus
 from scheduler_app.engine import runs
+from scheduler_app.engine.executor import JobContext, RegisteredJob
 from scheduler_app.tasks.attempts import AttemptStart, start_attempts
-from tests.support import ADMIN, make_settings, outbox_messages, show_reminder, wait_until
+from tests.support import (
+    ADMIN,
+    Deployment,
+    make_settings,
+    outbox_messages,
+    show_reminder,
+    wait_until,
+)
 
 
 def _expire(engine: Engine) -> None:
@@ -241,3 +251,68 @@ def test_the_cluster_command_prints_the_leader_and_the_processes(
     after = cluster()
     assert "leader: none" in after.stdout
     assert "processes: 0" in after.stdout
+
+
+NOTED: list[tuple[str, str]] = []
+
+
+async def _noted(ctx: JobContext, label: str) -> str:
+    """Record which service ran it (by its state folder)."""
+    NOTED.append((label, str(ctx.settings.state_dir)))
+    return label
+
+
+REGISTRY_WITH_NOTE = {**REGISTRY, "noted": RegisteredJob("noted", _noted, "Record a call.")}
+
+
+def test_operations_through_a_follower_take_effect_in_the_leader_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    NOTED.clear()
+    leading = Deployment(tmp_path / "a", database_url, REGISTRY_WITH_NOTE)
+    following = Deployment(tmp_path / "b", database_url, REGISTRY_WITH_NOTE)
+    note = {"id": "note", "job": "noted", "cron": "0 8 * * *", "args": ["cron"]}
+    for deployment in (leading, following):
+        (tmp_path / deployment.path.parent.name).mkdir(parents=True, exist_ok=True)
+        deployment.write([note])
+    with leading.client() as a, following.client() as b:
+        assert b.get("/readyz").json()["role"] == "follower"
+
+        # Run now through the follower: the leader runs it, under the run id answered at once.
+        accepted = b.post("/jobs/note/run", headers=ADMIN)
+        assert accepted.status_code == 202, accepted.text
+        run_id = accepted.json()["run_id"]
+
+        def run_of_note() -> dict[str, Any] | None:
+            runs = b.get("/jobs/note/runs", headers=ADMIN).json()["items"]
+            done = [r for r in runs if r["id"] == run_id and r["outcome"] == "success"]
+            return done[0] if done else None
+
+        run = wait_until(run_of_note, timeout_s=5)
+        assert run["manual"] is True
+        assert [("cron", str(leading.settings().state_dir))] == NOTED
+
+        # Pause and resume through the follower: the leader's store says so.
+        assert b.post("/jobs/note/pause", headers=ADMIN).json()["paused"] is True
+        assert a.get("/jobs/note", headers=ADMIN).json()["next_run_time"] is None
+        resumed = b.post("/jobs/note/resume", headers=ADMIN).json()
+        assert resumed["next_run_time"] is not None
+        assert a.get("/jobs/note", headers=ADMIN).json()["paused"] is False
+
+        # A reminder cancelled through the follower is never delivered by the leader.
+        created = a.post("/subscribe", json={"email": "ada@example.com", "delay_seconds": 1})
+        reminder_id = created.json()["id"]
+        assert b.delete(f"/jobs/reminder:{reminder_id}", headers=ADMIN).status_code == 204
+        assert show_reminder(a, reminder_id)["status"] == "cancelled"
+
+        # A reload through the follower is applied once: the leader finds nothing to do.
+        later = {"id": "later", "job": "noted", "cron": "0 9 * * *", "args": ["later"]}
+        for deployment in (leading, following):
+            deployment.write([note, later])
+        assert b.post("/admin/reload", headers=ADMIN).json()["added"] == ["later"]
+        again = a.post("/admin/reload", headers=ADMIN).json()
+        assert again["added"] == []
+        assert "later" in again["unchanged"]
+        assert a.get("/jobs/later", headers=ADMIN).status_code == 200
+        time.sleep(1.5)  # past the cancelled reminder's due time
+    assert outbox_messages(tmp_path / "a" / "outbox") == []
