@@ -219,10 +219,7 @@ class Runtime:
         horizon = self.settings.scheduler.poll_interval_s
         if (due - self.clock()).total_seconds() > horizon or self._loop is None:
             return
-        if _running_loop() is self._loop:
-            self.notifier.send(notify.DUE)
-        else:
-            self.notifier.send_threadsafe(self._loop, notify.DUE)
+        self.notifier.send_threadsafe(self._loop, notify.DUE)
 
     def wake_leader(self) -> None:
         """A job was changed here (resumed, run now): the leader looks at the store now."""
@@ -428,13 +425,6 @@ async def _connections_returned(engine: Engine, timeout_s: float) -> bool:
             return False
         await asyncio.sleep(0.02)
     return True
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _close_connection(dbapi_connection: Any, _record: Any) -> None:

@@ -33,7 +33,7 @@ async def cluster_status(cluster: ClusterDep) -> ClusterStatus:
                 id=p.id,
                 host=p.host,
                 pid=p.pid,
-                role="leader" if p.role == "leader" else "follower",
+                role=p.role,
                 version=p.version,
                 started_at=p.started_at,
                 last_seen=p.last_seen,

@@ -147,17 +147,17 @@ def resign(connection: Connection, holder: str, term: int) -> bool:
     return bool(cast(Any, result).rowcount)
 
 
-def request_resignation(connection: Connection) -> int | None:
-    """Ask the current leader, whichever process it is, to step down; its term, or None when
-    nobody leads."""
+def request_resignation(connection: Connection) -> tuple[str, int] | None:
+    """Ask the current leader, whichever process it is, to step down; its id and term, or
+    None when nobody leads."""
     now = database_now(connection.dialect.name)
     row = connection.execute(
         update(LEADERSHIP)
         .where(_ROW, LEADERSHIP.c.holder.is_not(None), LEADERSHIP.c.expires_at > now)
         .values(resign_term=LEADERSHIP.c.term)
-        .returning(LEADERSHIP.c.term)
+        .returning(LEADERSHIP.c.holder, LEADERSHIP.c.term)
     ).one_or_none()
-    return None if row is None else int(row.term)
+    return None if row is None else (str(row.holder), int(row.term))
 
 
 def holds(dialect: str) -> ColumnElement[bool]:

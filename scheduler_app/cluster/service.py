@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from sqlalchemy import Connection, Engine
 
@@ -27,7 +28,7 @@ class ProcessView:
     id: str
     host: str
     pid: int
-    role: str
+    role: Literal["leader", "follower"]
     version: str
     started_at: datetime
     last_seen: datetime
@@ -84,12 +85,11 @@ class ClusterService:
         if term is not None and await self.elector.resign():
             return Resignation(self.elector.me.id, term)
         with self.engine.begin() as connection:
-            state = lease.read(connection)
             asked = lease.request_resignation(connection)
-        if asked is None or state.holder is None:
+        if asked is None:
             raise Conflict("no process leads now: there is no leader to step down")
         self.notifier.send(LEASE)
-        return Resignation(state.holder, asked)
+        return Resignation(*asked)
 
 
 def _moment(epoch_s: float) -> datetime:

@@ -62,7 +62,7 @@ def test_the_lease_is_taken_once_renewed_by_its_holder_only_and_taken_over_once_
         assert not lease.resign(connection, "a", first.term)
         assert lease.take_over(connection, "a", "x", second.term, 10) is None
         assert lease.read(connection).holder == "b"
-        assert lease.request_resignation(connection) == second.term
+        assert lease.request_resignation(connection) == ("b", second.term)
         asked = lease.renew(connection, "b", second.term, 10)
         assert asked is not None
         assert asked.resign_requested
