@@ -4,7 +4,7 @@ PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format clean wipe-local-state bench
+.PHONY: run test lint format clean wipe-local-state bench system-packages
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "scheduler-app needs Python 3.11 or newer")'
@@ -26,8 +26,28 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/scheduler-app serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test system-packages
 	$(BIN)/pytest
+
+# Debian packages some tests use: chromium (the dashboard's browser tests) and prometheus (its
+# promtool checks docs/alerts.yml). Installed when missing and apt-get can run; where they cannot
+# be, those tests skip saying so (and fail under CI=true).
+SYSTEM_PACKAGES := chromium:chromium prometheus:promtool
+system-packages:
+	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
+		command -v "$${entry#*:}" >/dev/null 2>&1 || missing="$$missing $${entry%%:*}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing$$missing (apt-get)"; \
+			{ apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || \
+			  { apt-get update -q >/dev/null 2>&1 && \
+			    apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1; }; } || \
+			echo "could not install$$missing: the tests that need them will skip"; \
+		else \
+			echo "not installing$$missing (needs root and apt-get): the tests that need them will skip"; \
+		fi; \
+	fi
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -178,6 +178,29 @@ class RetentionSettings(_Section):
     batch_size: int = Field(1000, ge=1, le=100_000)
 
 
+class LogSettings(_Section):
+    # One format for the service's own lines and uvicorn's: text for a terminal, json (one object
+    # per line) for a log collector.
+    format: Literal["text", "json"] = "text"
+
+
+class MetricsSettings(_Section):
+    # GET /metrics answers without a token unless one is set; then it needs
+    # "Authorization: Bearer <token>" (a scraper's token, not the admin token).
+    token: SecretStr | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _strong_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        return _strong_token(value)
+
+
+class DashboardSettings(_Section):
+    enabled: bool = True
+    # A login lasts this long; logging out ends it at once.
+    session_hours: float = Field(12.0, gt=0, le=24 * 30)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SCHEDULER_",
@@ -205,6 +228,9 @@ class Settings(BaseSettings):
     reports: ReportSettings = ReportSettings()
     retention: RetentionSettings = RetentionSettings()
     tasks: TaskSettings = TaskSettings()
+    log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     # Modules whose @job functions are registered, imported from the config file's folder first
     # (as uvicorn's --app-dir); the default "jobs" only where such a package is there.
     job_modules: list[str] = Field(default_factory=lambda: ["jobs"])
