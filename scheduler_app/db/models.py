@@ -224,3 +224,45 @@ class ClusterProcess(Base):
     # Seconds since the epoch, on the database's clock.
     started_at: Mapped[float] = mapped_column(Float)
     last_seen: Mapped[float] = mapped_column(Float)
+
+
+class AuditEntry(Base):
+    """An operator's action (through the API, the command line or the dashboard) and its result.
+
+    Kept in the database so that every process's entries are in one list, newest first by id
+    (ids grow with time).
+    """
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Where the action came from: "api", "cli" or "dashboard".
+    source: Mapped[str] = mapped_column(String(16))
+    # Who, as far as the service can tell: the credential used and the client's address.
+    actor: Mapped[str] = mapped_column(String(200))
+    # What: e.g. "pause_job", "retry_task", "reload", "resign".
+    action: Mapped[str] = mapped_column(String(64))
+    # The job, task or other object acted on; None for actions on the service as a whole.
+    target: Mapped[str | None] = mapped_column(String(300))
+    # "ok" or "error"; detail says what came of it (the error's message, a summary).
+    outcome: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(String(1000))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_audit_entries_action_id", "action", "id"),)
+
+
+class DashboardSession(Base):
+    """A dashboard login: the cookie holds a random value, the row only its hash."""
+
+    __tablename__ = "dashboard_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Sent with every form and checked on every POST (the double of the cookie a page from
+    # another site cannot read).
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # The client's address at login, for the audit entries of this session's actions.
+    client: Mapped[str] = mapped_column(String(200))
