@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from fastapi import FastAPI
 
 from scheduler_app.api import errors
+from scheduler_app.api.docs import install_docs
 from scheduler_app.api.limits import MAX_BODY_BYTES, BodySizeLimit
+from scheduler_app.api.openapi import document_service
 from scheduler_app.clock import Clock, utcnow
 from scheduler_app.engine.executor import RegisteredJob
 from scheduler_app.scheduler import Scheduler
@@ -35,8 +37,13 @@ def create_app(
         summary="Durable reminders, tasks and recurring jobs for Python web backends.",
         version="0.1.0",
         lifespan=scheduler.lifespan,
+        # /docs is served by install_docs with files of its own; ReDoc would need the Internet.
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.include_router(scheduler.router)
+    install_docs(app)
+    document_service(app, max_body_bytes=MAX_BODY_BYTES)
     return app

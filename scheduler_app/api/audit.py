@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from scheduler_app.api.deps import AdminDep, RuntimeDep
 from scheduler_app.api.errors import ServiceRoute
 from scheduler_app.api.params import Cursor, Limit
+from scheduler_app.api.responses import ADMIN, DATABASE, INVALID, merge
 from scheduler_app.api.schemas import AuditEntryPublic, AuditPage
 
 router = APIRouter(
@@ -19,7 +20,7 @@ router = APIRouter(
 @router.get(
     "/audit",
     response_model=AuditPage,
-    responses={401: {"description": "Missing or wrong admin token."}},
+    responses=merge(ADMIN, INVALID, DATABASE),
 )
 def list_audit_entries(
     runtime: RuntimeDep,

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from scheduler_app.api.deps import AdminDep, AuditDep, ClusterDep
 from scheduler_app.api.errors import ServiceRoute
+from scheduler_app.api.responses import ADMIN, DATABASE, conflict, merge
 from scheduler_app.api.schemas import ClusterLeader, ClusterProcess, ClusterStatus, ResignResult
 
 router = APIRouter(
@@ -18,7 +19,7 @@ router = APIRouter(
 @router.get(
     "",
     response_model=ClusterStatus,
-    responses={401: {"description": "Missing or wrong admin token."}},
+    responses=merge(ADMIN, DATABASE),
 )
 async def cluster_status(cluster: ClusterDep) -> ClusterStatus:
     """The leader (its process, term and lease) and every process seen lately, with its role."""
@@ -46,10 +47,11 @@ async def cluster_status(cluster: ClusterDep) -> ClusterStatus:
 @router.post(
     "/resign",
     response_model=ResignResult,
-    responses={
-        401: {"description": "Missing or wrong admin token."},
-        409: {"description": "No process leads now."},
-    },
+    responses=merge(
+        ADMIN,
+        conflict("No process leads now.", "no process leads now: there is no leader to step down"),
+        DATABASE,
+    ),
 )
 async def resign_leadership(cluster: ClusterDep, audit: AuditDep) -> ResignResult:
     """Make the leader step down (forced failover, for maintenance): it lets its jobs under way

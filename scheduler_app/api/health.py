@@ -26,7 +26,21 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "Not ready; checks say why."}},
+    responses={
+        503: {
+            "model": Readiness,
+            "description": "Not ready; checks say why.",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "status": "unavailable",
+                        "role": "leader",
+                        "checks": {"scheduler": "running", "database": "unreachable: TimeoutError"},
+                    }
+                }
+            },
+        }
+    },
 )
 async def readyz(runtime: RuntimeDep, response: Response) -> Readiness:
     """Ready when the database answers and, in the leader, the scheduler runs. A follower is

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response, status
 
 from scheduler_app.api.deps import AdminDep, AuditDep, JobsDep
 from scheduler_app.api.errors import ServiceRoute
 from scheduler_app.api.params import Cursor, Limit
+from scheduler_app.api.responses import ADMIN, DATABASE, INVALID, conflict, merge, not_found
 from scheduler_app.api.schemas import JobDetail, JobsPage, RunAccepted, RunsPage
 
 router = APIRouter(tags=["jobs"], dependencies=[AdminDep], route_class=ServiceRoute)
 
 JobId = Annotated[str, Path(max_length=200, description="e.g. daily-report or reminder:<uuid>")]
-Responses = dict[int | str, dict[str, Any]]
-_AUTH: Responses = {401: {"description": "Missing or wrong admin token."}}
-_UNKNOWN: Responses = {404: {"description": "No scheduled job with this id."}}
+_COMMON = merge(ADMIN, INVALID, DATABASE)
+_UNKNOWN = merge(
+    _COMMON, not_found("No scheduled job with this id.", "no scheduled job with id 'daily-report'")
+)
 
 
-@router.get("/jobs", response_model=JobsPage, responses=_AUTH)
+@router.get("/jobs", response_model=JobsPage, responses=_COMMON)
 async def list_jobs(
     jobs: JobsDep,
     kind: Literal["cron", "reminder", "task"] | None = None,
@@ -34,13 +36,13 @@ async def list_jobs(
     return Response(body, media_type="application/json")
 
 
-@router.get("/jobs/{job_id}", response_model=JobDetail, responses={**_AUTH, **_UNKNOWN})
+@router.get("/jobs/{job_id}", response_model=JobDetail, responses=_UNKNOWN)
 def get_job(job_id: JobId, jobs: JobsDep) -> JobDetail:
     """Show one job and its most recent runs."""
     return jobs.detail(job_id)
 
 
-@router.get("/jobs/{job_id}/runs", response_model=RunsPage, responses={**_AUTH, **_UNKNOWN})
+@router.get("/jobs/{job_id}/runs", response_model=RunsPage, responses=_UNKNOWN)
 def list_job_runs(
     job_id: JobId, jobs: JobsDep, limit: Limit = 50, cursor: Cursor = None
 ) -> RunsPage:
@@ -52,11 +54,14 @@ def list_job_runs(
     "/jobs/{job_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses={
-        **_AUTH,
-        **_UNKNOWN,
-        409: {"description": "Declared in config.yaml: pause it or edit the file."},
-    },
+    responses=merge(
+        _UNKNOWN,
+        conflict(
+            "Declared in config.yaml or built in: pause it or edit the file.",
+            "job 'daily-report' is declared in config.yaml and cannot be cancelled: pause it, "
+            "or remove it from the file and reload",
+        ),
+    ),
 )
 def cancel_job(job_id: JobId, jobs: JobsDep, audit: AuditDep) -> Response:
     """Cancel a job; for a reminder it becomes 'cancelled'. Repeating it answers 204 again."""
@@ -65,7 +70,7 @@ def cancel_job(job_id: JobId, jobs: JobsDep, audit: AuditDep) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/jobs/{job_id}/pause", response_model=JobDetail, responses={**_AUTH, **_UNKNOWN})
+@router.post("/jobs/{job_id}/pause", response_model=JobDetail, responses=_UNKNOWN)
 def pause_job(job_id: JobId, jobs: JobsDep, audit: AuditDep) -> JobDetail:
     """Pause a job; it stays paused across restarts and config reloads."""
     with audit.recorded("pause_job", job_id):
@@ -75,7 +80,13 @@ def pause_job(job_id: JobId, jobs: JobsDep, audit: AuditDep) -> JobDetail:
 @router.post(
     "/jobs/{job_id}/resume",
     response_model=JobDetail,
-    responses={**_AUTH, **_UNKNOWN, 409: {"description": "Disabled in config.yaml."}},
+    responses=merge(
+        _UNKNOWN,
+        conflict(
+            "Disabled in config.yaml.",
+            "job 'daily-report' is disabled in config.yaml (enabled: false); enable it there",
+        ),
+    ),
 )
 def resume_job(job_id: JobId, jobs: JobsDep, audit: AuditDep) -> JobDetail:
     """Resume a paused job from its next regular time."""
@@ -87,7 +98,13 @@ def resume_job(job_id: JobId, jobs: JobsDep, audit: AuditDep) -> JobDetail:
     "/jobs/{job_id}/run",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RunAccepted,
-    responses={**_AUTH, **_UNKNOWN, 409: {"description": "The job is running now."}},
+    responses=merge(
+        _UNKNOWN,
+        conflict(
+            "The job is running now.",
+            "job 'daily-report' is running now; try again when it has finished",
+        ),
+    ),
 )
 async def run_job(job_id: JobId, jobs: JobsDep, audit: AuditDep) -> RunAccepted:
     """Run a job once now, outside its schedule; its next run time does not change."""

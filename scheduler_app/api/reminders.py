@@ -13,6 +13,18 @@ from starlette.types import Message, Receive, Scope, Send
 from scheduler_app.api.deps import AdminDep, AuditDep, BearerTokenDep, RuntimeDep, get_runtime
 from scheduler_app.api.errors import ServiceRoute, answer
 from scheduler_app.api.params import IdempotencyKey
+from scheduler_app.api.responses import (
+    ADMIN,
+    DATABASE,
+    INVALID,
+    RETRY_AFTER,
+    conflict,
+    created,
+    error,
+    merge,
+    not_found,
+    unauthorized,
+)
 from scheduler_app.api.schemas import (
     ReminderCreate,
     ReminderCreated,
@@ -29,11 +41,27 @@ from scheduler_app.runtime import Runtime
 router = APIRouter(tags=["reminders"], route_class=ServiceRoute)
 
 
-_AUTH_ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"description": "No bearer token."},
-    403: {"description": "The token is neither this reminder's cancel token nor the admin token."},
-    404: {"description": "No reminder with this id."},
-}
+_UNKNOWN = not_found("No reminder with this id.", "no reminder with id '0193a4b2-7c1e'")
+_TOKEN_ERRORS = merge(
+    unauthorized(
+        "No bearer token.",
+        "send 'Authorization: Bearer <token>' (a cancel token or the admin token)",
+    ),
+    {
+        403: error(
+            "The token is neither this reminder's cancel token nor the admin token, or it expired.",
+            "this token does not grant access to this reminder",
+        )
+    },
+    _UNKNOWN,
+    INVALID,
+    DATABASE,
+)
+_NOT_RETRYABLE = conflict(
+    "Neither failed or missed nor waiting for a retry.",
+    "reminder '0193a4b2-7c1e' is sent; only failed or missed ones, or those waiting for a "
+    "retry, are retried",
+)
 
 
 _PUBLIC_FIELDS = tuple(ReminderPublic.model_fields)
@@ -168,19 +196,29 @@ router.add_api_route(
     methods=["POST"],
     status_code=status.HTTP_201_CREATED,
     response_model=ReminderCreated,
-    responses={
-        401: {"description": "reminders.subscribe_token is set and was not sent."},
-        422: {"description": "A field is invalid; `detail[].loc` names it."},
-        429: {
-            "description": "Too many requests from this client, or too many reminders "
-            "scheduled for this address; Retry-After says when to try again."
+    responses=merge(
+        {201: created("/reminders/{id}")},
+        unauthorized(
+            "reminders.subscribe_token is set and was not sent.",
+            "send 'Authorization: Bearer <token>' with the subscribe token "
+            "(reminders.subscribe_token)",
+        ),
+        INVALID,
+        {
+            429: error(
+                "Too many requests from this client, or too many reminders scheduled for "
+                "this address; Retry-After says when to try again.",
+                "more than 60 requests a minute from this client address; try again later",
+                headers=RETRY_AFTER,
+            )
         },
-    },
+        DATABASE,
+    ),
     route_class_override=SubscribeRoute,
 )
 
 
-@router.get("/reminders/{reminder_id}", response_model=ReminderPublic, responses=_AUTH_ERRORS)
+@router.get("/reminders/{reminder_id}", response_model=ReminderPublic, responses=_TOKEN_ERRORS)
 def get_reminder(reminder_id: str, token: BearerTokenDep, runtime: RuntimeDep) -> ReminderPublic:
     """Show a reminder and its delivery status."""
     fields, admin = runtime.reminders.show(reminder_id, token)
@@ -190,7 +228,13 @@ def get_reminder(reminder_id: str, token: BearerTokenDep, runtime: RuntimeDep) -
 @router.delete(
     "/reminders/{reminder_id}",
     response_model=ReminderPublic,
-    responses={**_AUTH_ERRORS, 409: {"description": "Already sent, failed or missed."}},
+    responses=merge(
+        _TOKEN_ERRORS,
+        conflict(
+            "Already sent, failed or missed.",
+            "reminder '0193a4b2-7c1e' is already sent; only a scheduled reminder can be cancelled",
+        ),
+    ),
 )
 def cancel_reminder(
     reminder_id: str, token: BearerTokenDep, runtime: RuntimeDep, audit: AuditDep
@@ -207,7 +251,7 @@ def cancel_reminder(
     "/reminders",
     response_model=RemindersPage,
     dependencies=[AdminDep],
-    responses={401: {"description": "Missing or wrong admin token."}},
+    responses=merge(ADMIN, INVALID, DATABASE),
 )
 def list_reminders(
     runtime: RuntimeDep,
@@ -225,7 +269,7 @@ def list_reminders(
     "/reminders/retry",
     response_model=RetryResult,
     dependencies=[AdminDep],
-    responses={401: {"description": "Missing or wrong admin token."}},
+    responses=merge(ADMIN, INVALID, DATABASE),
 )
 def retry_matching(body: RetryFilter, runtime: RuntimeDep, audit: AuditDep) -> RetryResult:
     """Schedule again every failed (or missed) reminder that matches the filter."""
@@ -246,11 +290,7 @@ def retry_matching(body: RetryFilter, runtime: RuntimeDep, audit: AuditDep) -> R
     "/reminders/{reminder_id}/retry",
     response_model=ReminderPublic,
     dependencies=[AdminDep],
-    responses={
-        401: {"description": "Missing or wrong admin token."},
-        404: {"description": "No reminder with this id."},
-        409: {"description": "Neither failed or missed nor waiting for a retry."},
-    },
+    responses=merge(ADMIN, _UNKNOWN, _NOT_RETRYABLE, INVALID, DATABASE),
 )
 def retry_reminder(reminder_id: str, runtime: RuntimeDep, audit: AuditDep) -> ReminderPublic:
     """Deliver a reminder again now: a failed or missed one with a fresh set of attempts, one

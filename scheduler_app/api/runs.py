@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter
 
 from scheduler_app.api.deps import AdminDep, JobsDep
 from scheduler_app.api.errors import ServiceRoute
 from scheduler_app.api.params import Cursor, Limit
+from scheduler_app.api.responses import ADMIN, DATABASE, INVALID, merge
 from scheduler_app.api.schemas import RunsPage
 
 router = APIRouter(tags=["jobs"], dependencies=[AdminDep], route_class=ServiceRoute)
 
-_AUTH: dict[int | str, dict[str, Any]] = {401: {"description": "Missing or wrong admin token."}}
 Outcome = Literal["success", "error", "missed", "running"]
 
 
-@router.get("/runs", response_model=RunsPage, responses=_AUTH)
+@router.get("/runs", response_model=RunsPage, responses=merge(ADMIN, INVALID, DATABASE))
 def list_runs(
     jobs: JobsDep, outcome: Outcome | None = None, limit: Limit = 50, cursor: Cursor = None
 ) -> RunsPage:

@@ -109,6 +109,73 @@ Subject = Annotated[str, Field(min_length=1, max_length=200), Utf8, AfterValidat
 Text = Annotated[str, Utf8, AfterValidator(_no_nul)]
 
 
+# Examples in the OpenAPI document (and so in /docs): one reminder, task, run and job as the
+# API answers them, shared by the models that embed them.
+REMINDER_EXAMPLE: dict[str, Any] = {
+    "id": "0193a4b2-7c1e-7d2f-9a41-5b6c7d8e9f01",
+    "email": "ada@example.com",
+    "subject": "Stand up",
+    "remind_at": "2030-01-15T08:00:00Z",
+    "status": "scheduled",
+    "attempts": 0,
+    "last_error": None,
+    "created_at": "2030-01-14T17:12:03.512000Z",
+    "sent_at": None,
+    "finished_at": None,
+    "next_attempt_at": None,
+}
+TASK_EXAMPLE: dict[str, Any] = {
+    "id": "0193a4b2-9d40-7b1a-8c55-2e3f4a5b6c7d",
+    "job": "send_welcome_email",
+    "args": {"email": "ada@example.com", "name": "Ada"},
+    "status": "scheduled",
+    "run_at": "2030-01-15T08:00:00Z",
+    "attempts": 0,
+    "last_error": None,
+    "created_at": "2030-01-14T17:12:03.512000Z",
+    "updated_at": "2030-01-14T17:12:03.512000Z",
+    "finished_at": None,
+    "next_attempt_at": None,
+}
+LAST_RUN_EXAMPLE: dict[str, Any] = {
+    "id": "0193a4b2-a001-7c3d-b2e4-6f7a8b9c0d1e",
+    "outcome": "success",
+    "scheduled_for": "2030-01-14T07:00:00Z",
+    "finished_at": "2030-01-14T07:00:01.204000Z",
+}
+RUN_EXAMPLE: dict[str, Any] = {
+    "id": "0193a4b2-a001-7c3d-b2e4-6f7a8b9c0d1e",
+    "job_id": "daily-report",
+    "job": "daily_report",
+    "scheduled_for": "2030-01-14T07:00:00Z",
+    "started_at": "2030-01-14T07:00:00.012000Z",
+    "finished_at": "2030-01-14T07:00:01.204000Z",
+    "outcome": "success",
+    "error": None,
+    "result": "42 reminders sent, 0 failed",
+    "manual": False,
+}
+JOB_EXAMPLE: dict[str, Any] = {
+    "id": "daily-report",
+    "kind": "cron",
+    "job": "daily_report",
+    "description": "Summary of the last 24 hours",
+    "trigger": "cron: 0 8 * * * (Europe/Berlin)",
+    "schedule_text": "At 08:00, every day",
+    "next_run_time": "2030-01-15T07:00:00Z",
+    "paused": False,
+    "source": "config",
+    "last_run": LAST_RUN_EXAMPLE,
+}
+QUARANTINED_EXAMPLE: dict[str, Any] = {
+    "id": "weekly-digest",
+    "error": "LookupError: job function 'reports.weekly_digest' is not registered",
+    "quarantined_at": "2030-01-14T07:00:00.250000Z",
+}
+QUARANTINED_EXAMPLES = [QUARANTINED_EXAMPLE]
+NEXT_CURSOR_EXAMPLE = "eyJrIjpbIjIwMzAtMDEtMTQiXX0"
+
+
 def _subscribe_examples(schema: dict[str, Any]) -> None:
     # Computed when the document is built: a fixed date would be in the past (and refused) one
     # day, and remind_at may be at most reminders.max_delay_days ahead.
@@ -134,6 +201,8 @@ class ReminderCreate(BaseModel):
 
 
 class ReminderPublic(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [REMINDER_EXAMPLE]})
+
     id: str
     email: str
     subject: str
@@ -150,17 +219,37 @@ class ReminderPublic(BaseModel):
 
 
 class ReminderCreated(ReminderPublic):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{**REMINDER_EXAMPLE, "cancel_token": "q3Zr8cT1mX0bVfK9wLs2pQyE7uHnJdA4"}]
+        }
+    )
+
     cancel_token: str = Field(
         description="Bearer token for GET and DELETE /reminders/{id}; shown only here."
     )
 
 
 class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok", "checks": {}}]})
+
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
 
 
 class Readiness(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ready",
+                    "role": "leader",
+                    "checks": {"scheduler": "running", "database": "ok"},
+                }
+            ]
+        }
+    )
+
     status: str
     role: Literal["leader", "follower"] = Field(
         description="`leader` runs the scheduler; a `follower` serves the API only."
@@ -169,12 +258,40 @@ class Readiness(BaseModel):
 
 
 class ClusterLeader(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0193a4b2-7c1e-7d2f-9a41-5b6c7d8e9f01",
+                    "term": 7,
+                    "lease_expires": "2026-12-04T08:00:10.250000Z",
+                }
+            ]
+        }
+    )
+
     id: str = Field(description="The leading process's id (as in `processes`).")
     term: int = Field(description="Counts every change of leader; names the leader's writes.")
     lease_expires: datetime = Field(description="When the lease runs out unless renewed (UTC).")
 
 
 class ClusterProcess(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0193a4b2-7c1e-7d2f-9a41-5b6c7d8e9f01",
+                    "host": "app-1",
+                    "pid": 4121,
+                    "role": "leader",
+                    "version": "0.1.0",
+                    "started_at": "2026-12-04T07:12:00.004000Z",
+                    "last_seen": "2026-12-04T08:00:09.300000Z",
+                }
+            ]
+        }
+    )
+
     id: str
     host: str
     pid: int
@@ -215,6 +332,10 @@ class ClusterStatus(BaseModel):
 
 
 class ResignResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"id": "0193a4b2-7c1e-7d2f-9a41-5b6c7d8e9f01", "term": 7}]}
+    )
+
     id: str = Field(description="The process that was asked to step down.")
     term: int = Field(description="The term it gives up.")
 
@@ -240,6 +361,8 @@ class ReloadResult(BaseModel):
 
 
 class LastRun(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [LAST_RUN_EXAMPLE]})
+
     id: str
     outcome: str = Field(description="success, error, missed or running.")
     scheduled_for: datetime
@@ -247,29 +370,7 @@ class LastRun(BaseModel):
 
 
 class JobPublic(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "daily-report",
-                    "kind": "cron",
-                    "job": "daily_report",
-                    "description": "Summary of the last 24 hours",
-                    "trigger": "cron: 0 8 * * * (Europe/Berlin)",
-                    "schedule_text": "At 08:00, every day",
-                    "next_run_time": "2026-12-01T07:00:00Z",
-                    "paused": False,
-                    "source": "config",
-                    "last_run": {
-                        "id": "0c5e8a8e-7f7b-4a55-9a43-0f7f4f2b9d11",
-                        "outcome": "success",
-                        "scheduled_for": "2026-11-30T07:00:00Z",
-                        "finished_at": "2026-11-30T07:00:01Z",
-                    },
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [JOB_EXAMPLE]})
 
     id: str
     kind: Literal["cron", "reminder", "task"]
@@ -287,6 +388,8 @@ class JobPublic(BaseModel):
 
 
 class RunPublic(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [RUN_EXAMPLE]})
+
     id: str
     job_id: str
     job: str
@@ -300,22 +403,36 @@ class RunPublic(BaseModel):
 
 
 class JobDetail(JobPublic):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{**JOB_EXAMPLE, "recent_runs": [RUN_EXAMPLE]}]}
+    )
+
     recent_runs: list[RunPublic]
 
 
 class JobsPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"items": [JOB_EXAMPLE], "next_cursor": NEXT_CURSOR_EXAMPLE}]
+        }
+    )
+
     items: list[JobPublic]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
 
 
 class RunsPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [RUN_EXAMPLE], "next_cursor": None}]}
+    )
+
     items: list[RunPublic]
     next_cursor: str | None
 
 
 class RunAccepted(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"job_id": "daily-report", "run_id": "9f1c..."}]}
+        json_schema_extra={"examples": [{"job_id": "daily-report", "run_id": RUN_EXAMPLE["id"]}]}
     )
 
     job_id: str
@@ -323,6 +440,10 @@ class RunAccepted(BaseModel):
 
 
 class RemindersPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [REMINDER_EXAMPLE], "next_cursor": None}]}
+    )
+
     items: list[ReminderPublic]
     next_cursor: str | None
 
@@ -344,10 +465,16 @@ class RetryFilter(BaseModel):
 
 
 class RetryResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"requeued": ["0193a4b2-7c1e-7d2f-9a41-5b6c7d8e9f01"]}]}
+    )
+
     requeued: list[str] = Field(description="Ids of the reminders scheduled again.")
 
 
 class QuarantinedJobPublic(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [QUARANTINED_EXAMPLE]})
+
     id: str
     error: str = Field(description="Why it could not be restored.")
     quarantined_at: datetime
@@ -379,6 +506,8 @@ class TaskCreate(BaseModel):
 
 
 class TaskPublic(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [TASK_EXAMPLE]})
+
     id: str
     job: str
     args: dict[str, Any]
@@ -395,6 +524,12 @@ class TaskPublic(BaseModel):
 
 
 class TasksPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"items": [TASK_EXAMPLE], "next_cursor": NEXT_CURSOR_EXAMPLE}]
+        }
+    )
+
     items: list[TaskPublic]
     next_cursor: str | None
 
@@ -412,24 +547,21 @@ class TaskRetryFilter(BaseModel):
     limit: int = Field(1000, ge=1, le=10_000)
 
 
+AUDIT_ENTRY_EXAMPLE: dict[str, Any] = {
+    "id": "0193a5f0-6c1e-7a4b-9d2e-1f0c3b5a7d91",
+    "at": "2026-12-05T08:00:03.120000Z",
+    "source": "dashboard",
+    "actor": "dashboard login from 10.0.0.7",
+    "action": "pause_job",
+    "target": "daily-report",
+    "outcome": "ok",
+    "detail": None,
+    "request_id": "0193a5f0-6c1d-72aa-8c4e-5b0e3c1d9f7a",
+}
+
+
 class AuditEntryPublic(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "0193a5f0-6c1e-7a4b-9d2e-1f0c3b5a7d91",
-                    "at": "2026-12-05T08:00:03.120000Z",
-                    "source": "dashboard",
-                    "actor": "dashboard login from 10.0.0.7",
-                    "action": "pause_job",
-                    "target": "daily-report",
-                    "outcome": "ok",
-                    "detail": None,
-                    "request_id": "5b0e3c1d9f7a4e2b",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [AUDIT_ENTRY_EXAMPLE]})
 
     id: str
     at: datetime
@@ -443,5 +575,11 @@ class AuditEntryPublic(BaseModel):
 
 
 class AuditPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"items": [AUDIT_ENTRY_EXAMPLE], "next_cursor": NEXT_CURSOR_EXAMPLE}]
+        }
+    )
+
     items: list[AuditEntryPublic]
     next_cursor: str | None

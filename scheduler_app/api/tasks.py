@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
 from scheduler_app.api.deps import AdminDep, AuditDep, TasksDep
 from scheduler_app.api.errors import ServiceRoute
 from scheduler_app.api.params import Cursor, IdempotencyKey, Limit
+from scheduler_app.api.responses import (
+    ADMIN,
+    DATABASE,
+    INVALID,
+    conflict,
+    created,
+    merge,
+    not_found,
+)
 from scheduler_app.api.schemas import (
     RetryResult,
     TaskCreate,
@@ -20,19 +29,24 @@ from scheduler_app.db.models import TaskStatus
 
 router = APIRouter(tags=["tasks"], dependencies=[AdminDep], route_class=ServiceRoute)
 
-Responses = dict[int | str, dict[str, Any]]
-_AUTH: Responses = {401: {"description": "Missing or wrong admin token."}}
-_UNKNOWN: Responses = {404: {"description": "No task with this id."}}
+_COMMON = merge(ADMIN, INVALID, DATABASE)
+_UNKNOWN = not_found("No task with this id.", "no task with id '0193a4b2-7c1e'")
 
 
 @router.post(
     "/tasks",
     status_code=status.HTTP_201_CREATED,
     response_model=TaskPublic,
-    responses={
-        **_AUTH,
-        422: {"description": "Unknown job, or an argument that does not fit: loc names it."},
-    },
+    responses=merge(
+        {201: created("/tasks/{id}, under the prefix the routes are served at")},
+        _COMMON,
+        {
+            422: {
+                **INVALID[422],
+                "description": "Unknown job, or an argument that does not fit: `loc` names it.",
+            }
+        },
+    ),
 )
 async def create_task(
     body: TaskCreate,
@@ -56,7 +70,7 @@ async def create_task(
     return TaskPublic.model_validate(fields)
 
 
-@router.get("/tasks", response_model=TasksPage, responses=_AUTH)
+@router.get("/tasks", response_model=TasksPage, responses=_COMMON)
 def list_tasks(
     tasks: TasksDep,
     job: Annotated[str | None, Query(max_length=100)] = None,
@@ -72,7 +86,7 @@ def list_tasks(
     )
 
 
-@router.get("/tasks/{task_id}", response_model=TaskPublic, responses={**_AUTH, **_UNKNOWN})
+@router.get("/tasks/{task_id}", response_model=TaskPublic, responses=merge(_COMMON, _UNKNOWN))
 def get_task(task_id: str, tasks: TasksDep) -> TaskPublic:
     """Show a task: its status, attempts and last error."""
     return TaskPublic.model_validate(tasks.show(task_id))
@@ -81,7 +95,14 @@ def get_task(task_id: str, tasks: TasksDep) -> TaskPublic:
 @router.delete(
     "/tasks/{task_id}",
     response_model=TaskPublic,
-    responses={**_AUTH, **_UNKNOWN, 409: {"description": "Already finished."}},
+    responses=merge(
+        _COMMON,
+        _UNKNOWN,
+        conflict(
+            "Already finished.",
+            "task '0193a4b2-7c1e' is already succeeded; only a scheduled task can be cancelled",
+        ),
+    ),
 )
 def cancel_task(task_id: str, tasks: TasksDep, audit: AuditDep) -> TaskPublic:
     """Cancel a scheduled task; cancelling a cancelled one again is a no-op."""
@@ -92,11 +113,15 @@ def cancel_task(task_id: str, tasks: TasksDep, audit: AuditDep) -> TaskPublic:
 @router.post(
     "/tasks/{task_id}/retry",
     response_model=TaskPublic,
-    responses={
-        **_AUTH,
-        **_UNKNOWN,
-        409: {"description": "Neither failed or missed nor waiting for a retry."},
-    },
+    responses=merge(
+        _COMMON,
+        _UNKNOWN,
+        conflict(
+            "Neither failed or missed nor waiting for a retry.",
+            "task '0193a4b2-7c1e' is succeeded; only failed or missed tasks, or those waiting "
+            "for a retry, are retried",
+        ),
+    ),
 )
 def retry_task(task_id: str, tasks: TasksDep, audit: AuditDep) -> TaskPublic:
     """Run a task again now: a failed or missed one with a fresh set of attempts, one waiting
@@ -105,7 +130,7 @@ def retry_task(task_id: str, tasks: TasksDep, audit: AuditDep) -> TaskPublic:
         return TaskPublic.model_validate(tasks.retry(task_id))
 
 
-@router.post("/tasks/retry", response_model=RetryResult, responses=_AUTH)
+@router.post("/tasks/retry", response_model=RetryResult, responses=_COMMON)
 def retry_tasks(body: TaskRetryFilter, tasks: TasksDep, audit: AuditDep) -> RetryResult:
     """Run again now every failed (or missed) task that matches the filter."""
     with audit.recorded("retry_tasks", body.job) as outcome:
