@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from scheduler_app.api import errors
 from scheduler_app.api.limits import MAX_BODY_BYTES, BodySizeLimit
+from scheduler_app.api.request_id import RequestIdMiddleware
 from scheduler_app.clock import Clock, utcnow
 from scheduler_app.engine.executor import RegisteredJob
 from scheduler_app.scheduler import Scheduler
@@ -38,5 +39,7 @@ def create_app(
     )
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    # Added last, so outermost: the body limit's own answers (413, 400, 422) carry the id too.
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(scheduler.router)
     return app
