@@ -188,8 +188,8 @@ FORMATTERS: dict[LogFormat, type[logging.Formatter]] = {
 
 # Libraries whose own levels stay above the service's: alembic logs the set-up of each plugin
 # at every start; SQLAlchemy's engine and pool loggers, at info and debug, write every statement
-# with its parameters and every row read (e-mail addresses, the stored secrets), which only an
-# explicit `echo` should ever turn on.
+# with its parameters and every row read (e-mail addresses, the stored secrets). SQLAlchemy sets
+# its own to WARNING when imported; stated here so that log_level: debug never lowers it.
 QUIET_LOGGERS = {
     "alembic.runtime.plugins": "WARNING",
     "sqlalchemy": "WARNING",

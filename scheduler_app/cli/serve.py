@@ -142,6 +142,8 @@ def uvicorn_config(app: Any, settings: Settings, **options: Any) -> ServiceConfi
 def configure_logging(settings: Settings) -> None:
     """The process's logging: the format of settings.log, at settings.log_level, on stderr."""
     logging.config.dictConfig(logging_config(settings.log.format, settings.log_level))
+    # Python's warnings as log lines in the same format, not as bare text among them.
+    logging.captureWarnings(True)
 
 
 def service_app(settings: Settings) -> FastAPI:
@@ -170,8 +172,9 @@ def worker_app(config_file: Path | None, supervisor: int) -> FastAPI:
     except ConfigError as exc:  # the file changed since the parent read it
         print(f"scheduler-app: {exc.message}", file=sys.stderr, flush=True)
         sys.exit(STARTUP_FAILURE)
-    # Logging is set up already: uvicorn applies the supervisor's log_config (uvicorn_config)
-    # in each worker before it calls this.
+    # uvicorn applied the supervisor's log_config (uvicorn_config) in this worker already; this
+    # completes it as in a single process.
+    configure_logging(settings)
     stop_when_orphaned(supervisor)
     return service_app(settings)
 
