@@ -17,14 +17,15 @@ from scheduler_app.ids import new_id
 from scheduler_app.logs import REQUEST_ID
 
 HEADER = b"x-request-id"
-MAX_LENGTH = 128
+# 64: the audit log keeps the id of an operator action in a column of that size.
+MAX_LENGTH = 64
 # What a client's id may hold: letters, digits and a few marks, nothing that could break a log
 # line or a header (no spaces, quotes, control characters).
 _SANE = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,%d}" % MAX_LENGTH)
 
 
 def incoming_id(scope: Scope) -> str | None:
-    """The client's X-Request-ID if it is sane (up to 128 letters, digits or ._:/+=@-), else
+    """The client's X-Request-ID if it is sane (up to 64 letters, digits or ._:/+=@-), else
     None; the first such header counts."""
     for name, value in scope.get("headers", ()):
         if name == HEADER:  # ASGI header names are lowercase

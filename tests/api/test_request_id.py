@@ -17,7 +17,7 @@ from scheduler_app.api.limits import MAX_BODY_BYTES
 from scheduler_app.app import create_app
 from scheduler_app.settings import Settings
 from tests.log_capture import captured_log
-from tests.support import make_settings
+from tests.support import ADMIN, make_settings
 
 # Request ids do not depend on the database.
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -44,13 +44,13 @@ def test_each_answer_gets_a_new_id_unless_the_client_sent_a_sane_one(client: Tes
     first, second = client.get("/healthz"), client.get("/healthz")
     assert _is_new_id(first.headers["X-Request-ID"])
     assert first.headers["X-Request-ID"] != second.headers["X-Request-ID"]
-    sane = "Abc-123_z.9:/+=@" + "x" * 112  # 128 characters
+    sane = "Abc-123_z.9:/+=@" + "x" * 48  # 64 characters
     assert client.get("/healthz", headers={"X-Request-ID": sane}).headers["X-Request-ID"] == sane
 
 
 @pytest.mark.parametrize(
     "insane",
-    [b"", b"has space", b"x" * 129, b'quote"d', b"tab\tbed", "caf\u00e9".encode()],
+    [b"", b"has space", b"x" * 65, b'quote"d', b"tab\tbed", "caf\u00e9".encode()],
 )
 def test_an_insane_incoming_id_is_replaced(client: TestClient, insane: bytes) -> None:
     answer = client.get("/healthz", headers={b"X-Request-ID": insane})
@@ -74,6 +74,15 @@ def test_error_answers_carry_the_id_too(client: TestClient) -> None:
     for code, answer in answers.items():
         assert str(answer.status_code) == code, answer.text
         assert answer.headers.get_list("X-Request-ID") == ["trace-42"], code
+
+
+def test_an_operator_actions_audit_entry_has_the_answers_request_id(client: TestClient) -> None:
+    paused = client.post("/jobs/token-cleanup/pause", headers={**ADMIN, "X-Request-ID": "a b"})
+    resumed = client.post("/jobs/token-cleanup/resume", headers={**ADMIN, "X-Request-ID": "op-5"})
+    assert (paused.status_code, resumed.status_code) == (200, 200), (paused.text, resumed.text)
+    listed = client.get("/admin/audit", headers=ADMIN).json()["items"]
+    by_action = {entry["action"]: entry["request_id"] for entry in listed}
+    assert by_action == {"pause_job": paused.headers["X-Request-ID"], "resume_job": "op-5"}
 
 
 def test_a_rate_limited_answer_carries_the_id(tmp_path: Path, database_url: str) -> None:
