@@ -11,6 +11,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from scheduler_app.api.request_id import RequestIdMiddleware
     from scheduler_app.registry import job
     from scheduler_app.scheduler import DurableTasks, Scheduler
     from scheduler_app.settings import Settings, load_settings
@@ -21,6 +22,7 @@ _EXPORTS = {
     "job": "scheduler_app.registry",
     "Scheduler": "scheduler_app.scheduler",
     "DurableTasks": "scheduler_app.scheduler",
+    "RequestIdMiddleware": "scheduler_app.api.request_id",
     "Settings": "scheduler_app.settings",
     "load_settings": "scheduler_app.settings",
     "JobFailure": "scheduler_app.tasks.policy",
@@ -29,6 +31,7 @@ _EXPORTS = {
 __all__ = [
     "DurableTasks",
     "JobFailure",
+    "RequestIdMiddleware",
     "Scheduler",
     "Settings",
     "TaskContext",

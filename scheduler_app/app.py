@@ -10,6 +10,7 @@ from scheduler_app.api import errors
 from scheduler_app.api.docs import install_docs
 from scheduler_app.api.limits import MAX_BODY_BYTES, BodySizeLimit
 from scheduler_app.api.openapi import document_service
+from scheduler_app.api.request_id import RequestIdMiddleware
 from scheduler_app.clock import Clock, utcnow
 from scheduler_app.engine.executor import RegisteredJob
 from scheduler_app.scheduler import Scheduler
@@ -43,6 +44,8 @@ def create_app(
     )
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    # Added last, so outermost: the body limit's own answers (413, 400, 422) carry the id too.
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(scheduler.router)
     install_docs(app)
     document_service(app, max_body_bytes=MAX_BODY_BYTES)

@@ -17,6 +17,7 @@ from scheduler_app.cron.reconcile import ReconcilePlan
 from scheduler_app.engine.jobs import JobsService
 from scheduler_app.engine.quarantine import QuarantineService
 from scheduler_app.errors import Unauthorized
+from scheduler_app.logs import REQUEST_ID
 from scheduler_app.runtime import Runtime
 from scheduler_app.tasks.service import Tasks
 
@@ -121,7 +122,9 @@ async def get_audit(request: Request, runtime: RuntimeDep) -> Audit:
     agent = request.headers.get("user-agent", "")
     source: Source = "cli" if agent.startswith(CLI_USER_AGENT + "/") else "api"
     client = request.client.host if request.client is not None else "an unknown client"
-    request_id = request.headers.get("x-request-id")
+    # The id RequestIdMiddleware gave the request (in its log lines and answer too); without
+    # the middleware (an app of your own), the client's header as sent.
+    request_id = REQUEST_ID.get() or request.headers.get("x-request-id")
     return Audit(runtime.audit, Actor(source, f"admin token from {client}", request_id))
 
 

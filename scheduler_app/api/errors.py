@@ -24,6 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
+from scheduler_app.api.request_id import request_id_headers
 from scheduler_app.db.engine import database_unavailable
 from scheduler_app.errors import (
     ConfigError,
@@ -191,8 +192,12 @@ def hide_sql_parameters(exc: BaseException) -> None:
 async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
     hide_sql_parameters(exc)
     logger.error("unhandled error", exc_info=exc)
+    # Answered by Starlette's outermost middleware, past RequestIdMiddleware: the id is added
+    # here.
     return JSONResponse(
-        {"detail": INTERNAL_ERROR}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR
+        {"detail": INTERNAL_ERROR},
+        status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        headers=request_id_headers(),
     )
 
 

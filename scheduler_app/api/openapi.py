@@ -27,8 +27,9 @@ from scheduler_app.api.responses import Error
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = {
     "description": "The id of this request, as in the service's log lines: the one the client "
-    "sent in X-Request-ID, else a new one.",
-    "schema": {"type": "string"},
+    "sent in X-Request-ID when it is 1 to 64 letters, digits or ._:/+=@-, else a new one.",
+    "required": True,
+    "schema": {"type": "string", "maxLength": 64},
 }
 _METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 

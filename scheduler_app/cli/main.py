@@ -87,7 +87,6 @@ def serve(
         "host": host,
         "port": port,
         "workers": workers,
-        "log_level": settings.log_level,
         "timeout_graceful_shutdown": int(settings.scheduler.shutdown_timeout_s) + 5,
     }
     if workers > 1:
@@ -95,13 +94,13 @@ def serve(
         # absolute path, whatever a worker's working folder.
         config_file = settings.config_file.absolute() if settings.config_file else None
         factory = partial(worker_app, config_file, os.getpid())
-        worker = uvicorn_config(factory, settings.server, factory=True, **options)
+        worker = uvicorn_config(factory, settings, factory=True, **options)
         raise typer.Exit(run_workers(worker, sock))
     # uvicorn re-raises the SIGTERM or SIGINT it handled once it has shut down; a no-op
     # handler turns that into a normal exit (status 0) instead of death by signal.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda *_: None)
-    server = uvicorn.Server(uvicorn_config(service_app(settings), settings.server, **options))
+    server = uvicorn.Server(uvicorn_config(service_app(settings), settings, **options))
     server.run(sockets=[sock])
 
 

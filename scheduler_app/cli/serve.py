@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import logging.config
 import os
 import signal
 import socket
@@ -21,7 +22,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from scheduler_app.errors import ConfigError
-from scheduler_app.settings import ServerSettings, Settings, load_settings
+from scheduler_app.logs import logging_config
+from scheduler_app.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -114,16 +116,21 @@ class ServiceConfig(uvicorn.Config):
         self.request_head_timeout_s = request_head_timeout_s
 
 
-def uvicorn_config(app: Any, settings: ServerSettings, **options: Any) -> ServiceConfig:
-    """uvicorn's configuration with the service's limits for clients."""
+def uvicorn_config(app: Any, settings: Settings, **options: Any) -> ServiceConfig:
+    """uvicorn's configuration with the service's limits for clients and its logging."""
+    server = settings.server
     return ServiceConfig(
         app,
-        request_head_timeout_s=settings.request_head_timeout_s,
+        request_head_timeout_s=server.request_head_timeout_s,
         http=HeadTimeoutProtocol,
-        timeout_keep_alive=settings.timeout_keep_alive_s,
-        limit_concurrency=settings.limit_concurrency or None,
+        timeout_keep_alive=server.timeout_keep_alive_s,
+        limit_concurrency=server.limit_concurrency or None,
         proxy_headers=True,
-        forwarded_allow_ips=list(settings.forwarded_allow_ips),
+        forwarded_allow_ips=list(server.forwarded_allow_ips),
+        # The service's own configuration instead of uvicorn's: its lines and uvicorn's in one
+        # format. A worker process of `--workers N` applies it before it logs anything.
+        log_config=logging_config(settings.log.format, settings.log_level),
+        log_level=settings.log_level,
         # Answering the supervisor's health check starts only once a worker has imported what
         # it needs; several workers starting together on a busy host can take longer than
         # uvicorn's default of 5 s, and a worker not answering in time is killed.
@@ -133,14 +140,10 @@ def uvicorn_config(app: Any, settings: ServerSettings, **options: Any) -> Servic
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # Alembic logs the set-up of each of its plugins when it is first imported, in every
-    # process: seven lines of noise at each start.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    """The process's logging: the format of settings.log, at settings.log_level, on stderr."""
+    logging.config.dictConfig(logging_config(settings.log.format, settings.log_level))
+    # Python's warnings as log lines in the same format, not as bare text among them.
+    logging.captureWarnings(True)
 
 
 def service_app(settings: Settings) -> FastAPI:
@@ -169,6 +172,8 @@ def worker_app(config_file: Path | None, supervisor: int) -> FastAPI:
     except ConfigError as exc:  # the file changed since the parent read it
         print(f"scheduler-app: {exc.message}", file=sys.stderr, flush=True)
         sys.exit(STARTUP_FAILURE)
+    # uvicorn applied the supervisor's log_config (uvicorn_config) in this worker already; this
+    # completes it as in a single process.
     configure_logging(settings)
     stop_when_orphaned(supervisor)
     return service_app(settings)

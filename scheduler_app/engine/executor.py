@@ -34,6 +34,7 @@ from scheduler_app.engine.runs import RunEnd
 from scheduler_app.engine.slots import JobSlots
 from scheduler_app.errors import Conflict
 from scheduler_app.ids import new_id
+from scheduler_app.logs import end_job, start_job
 from scheduler_app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -309,6 +310,8 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         self._start_queued()
 
     async def _run(self, job: Job, run_times: list[datetime], skipped: list[datetime]) -> None:
+        # Every line logged during the run names its job (and its task: see TaskJob).
+        logged_as = start_job(job.args[0])
         try:
             if self._stopping:
                 self._record_missed(job, run_times, NOT_STARTED)
@@ -324,6 +327,7 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
                 await self._run_once(job, run_time)
         finally:
             self._ended(job.id)
+            end_job(logged_as)
 
     async def _run_once(self, job: Job, run_time: datetime) -> None:
         name, *args = job.args
@@ -398,6 +402,7 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
             raise
 
         async def run() -> None:
+            logged_as = start_job(name)
             try:
                 if self._stopping:
                     end = RunEnd(run_id, self._context.clock(), RunOutcome.MISSED, NOT_STARTED)
@@ -406,6 +411,7 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
                 await self._execute(run_id, job_id, name, args, kwargs)
             finally:
                 self._ended(job_id)
+                end_job(logged_as)
 
         self._spawn(run(), job_id)
         return run_id

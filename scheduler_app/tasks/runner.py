@@ -21,6 +21,7 @@ from scheduler_app.cluster.fence import Fenced
 from scheduler_app.db.batch_writer import Grouped
 from scheduler_app.db.engine import with_db_retries
 from scheduler_app.engine.executor import JobContext, Missed, RetryLater, Superseded
+from scheduler_app.logs import in_task
 from scheduler_app.settings import Settings
 from scheduler_app.tasks import attempts, policy
 from scheduler_app.tasks.attempts import TaskAttempt
@@ -75,6 +76,9 @@ class TaskJob:
         Raises Missed past the window, RetryLater after a failure with attempts left, or the
         error itself once the task is marked failed.
         """
+        # The lines of the attempt, the job function's and the executor's about its outcome
+        # name the task.
+        in_task(task_id)
         rules = self.policy_of(ctx.settings)
 
         def start() -> Awaitable[tuple[str, TaskAttempt | None]]:
