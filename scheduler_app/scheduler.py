@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from scheduler_app.api import admin, cluster, health, jobs, reminders, runs, tasks
+from scheduler_app.api import admin, cluster, health, jobs, metrics, reminders, runs, tasks
 from scheduler_app.api.deps import get_tasks
 from scheduler_app.clock import Clock, utcnow
 from scheduler_app.engine.executor import RegisteredJob
@@ -39,6 +39,7 @@ ROUTERS = (
     admin.router,
     cluster.router,
     health.router,
+    metrics.router,
 )
 
 DurableTasks = Annotated[Tasks, Depends(get_tasks)]
