@@ -63,6 +63,9 @@ class Metrics:
         self.registry = CollectorRegistry()
         for standard in (ProcessCollector, PlatformCollector, GCCollector):
             standard(registry=self.registry)
+        # Collected in the order registered: the database is read before the error count is
+        # written out, so that a scrape's own failed read shows in that scrape.
+        self.registry.register(DatabaseGauges(lambda: read_snapshot(engine), refresh_s))
         self._attempts = Counter(
             "scheduler_app_task_attempts",
             "Attempts of tasks (reminders included) by job and how they ended, in this process.",
@@ -99,7 +102,6 @@ class Metrics:
         )
         self._leader = _Leader()
         self.registry.register(self._leader)
-        self.registry.register(DatabaseGauges(lambda: read_snapshot(engine), refresh_s))
         count_database_errors(engine, self.database_errors)
 
     def follow_leadership(self, leading: Callable[[], bool]) -> None:
