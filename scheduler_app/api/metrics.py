@@ -50,6 +50,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     response_class=Response,
     responses=_RESPONSES,
     dependencies=[Depends(require_metrics_token)],
+    # The token is optional (metrics.token unset: open): the empty requirement says so.
+    openapi_extra={"security": [{}]},
 )
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus metrics of this process: its task attempts, runs, fire lag and leadership,

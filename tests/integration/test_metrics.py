@@ -246,6 +246,8 @@ def test_without_a_token_it_is_open_and_the_openapi_document_shows_it(
         operation = client.get("/openapi.json").json()["paths"]["/metrics"]["get"]
     assert set(operation["responses"]) == {"200", "401"}
     assert "text/plain" in operation["responses"]["200"]["content"]
+    # The bearer token is documented, and optional.
+    assert operation["security"] == [{"MetricsToken": []}, {}]
 
 
 def statements_sent(engine: Engine) -> list[str]:
