@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
 
 from scheduler_app.api.rate_limit import RateLimiter
+from scheduler_app.audit import AuditLog
 from scheduler_app.channels import EMAIL
 from scheduler_app.channels.email import MailBackend, build_mail_backend
 from scheduler_app.clock import Clock
@@ -81,6 +82,7 @@ class Runtime:
     scheduler: OffLoopScheduler
     # This service's own Prometheus registry and what feeds it (GET /metrics).
     metrics: Metrics
+    audit: AuditLog = field(init=False, repr=False)
     reminders: Reminders = field(init=False, repr=False)
     tasks: Tasks = field(init=False, repr=False)
     subscribe_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
@@ -165,6 +167,7 @@ class Runtime:
             announce=runtime.notifier.send,
         )
         metrics.follow_leadership(lambda: runtime.elector.leading)
+        runtime.audit = AuditLog(sessions, clock)
         runtime.reminders = Reminders(
             settings=settings,
             clock=clock,

@@ -175,6 +175,7 @@ class RetentionSettings(_Section):
         90.0, ge=1, description="Finished tasks of your jobs are then deleted."
     )
     run_days: float = Field(30.0, ge=1, description="Run records are then deleted.")
+    audit_days: float = Field(365.0, ge=1, description="Audit entries are then deleted.")
     batch_size: int = Field(1000, ge=1, le=100_000)
 
 

@@ -13,6 +13,7 @@ The rule, enforced by the token_cleanup job (each limit from `retention.*`):
   jobs `task_days` after; a scheduled or running one never is.
 - A run record is deleted `run_days` after it finished (a missed run that never finished: after
   the time it was scheduled for); a run still 'running' never is.
+- An audit entry is deleted `audit_days` after the action; a dashboard login once it expired.
 
 "More than N ago" is strict: a row whose time is exactly at the cutoff is kept.
 
@@ -32,7 +33,14 @@ from sqlalchemy import ColumnElement, CursorResult, Delete, Update, delete, sele
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from scheduler_app.clock import as_utc
-from scheduler_app.db.models import OPEN_STATUSES, JobRun, RunOutcome, Task
+from scheduler_app.db.models import (
+    OPEN_STATUSES,
+    AuditEntry,
+    DashboardSession,
+    JobRun,
+    RunOutcome,
+    Task,
+)
 from scheduler_app.reminders.job import REMINDER_JOB
 from scheduler_app.settings import RetentionSettings
 
@@ -52,6 +60,8 @@ class Cutoffs:
     reminder: datetime
     task: datetime
     run: datetime
+    audit: datetime
+    login: datetime
 
 
 def retention_cutoffs(now: datetime, retention: RetentionSettings) -> Cutoffs:
@@ -63,6 +73,8 @@ def retention_cutoffs(now: datetime, retention: RetentionSettings) -> Cutoffs:
         reminder=now - timedelta(days=retention.reminder_days),
         task=now - timedelta(days=retention.task_days),
         run=now - timedelta(days=retention.run_days),
+        audit=now - timedelta(days=retention.audit_days),
+        login=now,
     )
 
 
@@ -156,4 +168,30 @@ def delete_old_runs(session: Session, cutoff: datetime, limit: int) -> tuple[int
         condition,
         limit,
         lambda keys: delete(JobRun).where(JobRun.id.in_(keys), condition),
+    )
+
+
+def delete_old_audit_entries(session: Session, cutoff: datetime, limit: int) -> tuple[int, int]:
+    """Delete up to limit audit entries of actions before cutoff."""
+    condition = AuditEntry.at < cutoff
+    return _batch(
+        session,
+        AuditEntry.id,
+        condition,
+        limit,
+        lambda keys: delete(AuditEntry).where(AuditEntry.id.in_(keys), condition),
+    )
+
+
+def delete_expired_logins(session: Session, cutoff: datetime, limit: int) -> tuple[int, int]:
+    """Delete up to limit dashboard logins that expired before cutoff."""
+    condition = DashboardSession.expires_at < cutoff
+    return _batch(
+        session,
+        DashboardSession.token_hash,
+        condition,
+        limit,
+        lambda keys: delete(DashboardSession).where(
+            DashboardSession.token_hash.in_(keys), condition
+        ),
     )

@@ -1,4 +1,5 @@
-"""The retention job: expire cancel tokens and Idempotency-Keys, delete old reminders and runs.
+"""The retention job: expire cancel tokens and Idempotency-Keys, delete old reminders, runs,
+audit entries and dashboard logins.
 
 The rule it enforces is documented in scheduler_app.maintenance.retention.
 """
@@ -41,6 +42,8 @@ async def token_cleanup(ctx: JobContext, batch_size: BatchSize | None = None) ->
         ("reminders deleted", cleanup.delete_finished_reminders, cutoffs.reminder),
         ("tasks deleted", cleanup.delete_finished_tasks, cutoffs.task),
         ("runs deleted", cleanup.delete_old_runs, cutoffs.run),
+        ("audit entries deleted", cleanup.delete_old_audit_entries, cutoffs.audit),
+        ("dashboard logins expired", cleanup.delete_expired_logins, cutoffs.login),
     )
     counts: list[str] = []
     for label, step, cutoff in steps:

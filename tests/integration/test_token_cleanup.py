@@ -37,7 +37,7 @@ RETENTION = {
 }
 NOTHING = (
     "tokens expired: 0, idempotency keys expired: 0, reminders deleted: 0, tasks deleted: 0, "
-    "runs deleted: 0"
+    "runs deleted: 0, audit entries deleted: 0, dashboard logins expired: 0"
 )
 
 
@@ -52,6 +52,8 @@ def test_cutoffs_are_now_minus_each_retention_period() -> None:
         reminder=datetime(2026, 8, 23, 12, 0, tzinfo=UTC),
         task=datetime(2026, 11, 11, 12, 0, tzinfo=UTC),
         run=datetime(2026, 10, 22, 12, 0, tzinfo=UTC),
+        audit=datetime(2025, 11, 21, 12, 0, tzinfo=UTC),
+        login=NOW,
     )
 
 
@@ -316,13 +318,13 @@ async def test_a_backlog_is_worked_off_in_batches(
 
     assert summary == (
         "tokens expired: 7, idempotency keys expired: 7, reminders deleted: 7, "
-        "tasks deleted: 0, runs deleted: 7"
+        "tasks deleted: 0, runs deleted: 7, audit entries deleted: 0, dashboard logins expired: 0"
     )
     assert reminders_by_id(sessions) == {}
     assert run_ids(sessions) == set()
     # Batches of 2, 2, 2 and 1 for each of the four steps with rows, each its own transaction;
-    # one empty batch for the tasks of your own jobs.
-    assert commits[0] == 4 * 4 + 1
+    # one empty batch for the tasks of your own jobs, the audit entries and the logins.
+    assert commits[0] == 4 * 4 + 3
 
 
 @pytest.mark.anyio
@@ -336,10 +338,11 @@ async def test_the_batch_size_defaults_to_the_setting_and_a_full_last_batch_ends
 
     assert summary == (
         "tokens expired: 6, idempotency keys expired: 6, reminders deleted: 6, "
-        "tasks deleted: 0, runs deleted: 6"
+        "tasks deleted: 0, runs deleted: 6, audit entries deleted: 0, dashboard logins expired: 0"
     )
-    # 3, 3 and then 0 to learn that nothing is left (for the tasks of your own jobs: 0 at once).
-    assert commits[0] == 4 * 3 + 1
+    # 3, 3 and then 0 to learn that nothing is left (for the tasks of your own jobs, the audit
+    # entries and the logins: 0 at once).
+    assert commits[0] == 4 * 3 + 3
 
 
 @pytest.mark.anyio
@@ -354,10 +357,10 @@ async def test_a_batch_larger_than_one_statement_takes_is_split(
 
     assert summary == (
         "tokens expired: 5, idempotency keys expired: 5, reminders deleted: 5, "
-        "tasks deleted: 0, runs deleted: 5"
+        "tasks deleted: 0, runs deleted: 5, audit entries deleted: 0, dashboard logins expired: 0"
     )
-    # One batch per step, the tasks of your own jobs' included.
-    assert commits[0] == 5
+    # One batch per step, the tasks of your own jobs', the audit entries' and the logins' included.
+    assert commits[0] == 7
     assert reminders_by_id(sessions) == {}
 
 
