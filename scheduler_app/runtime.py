@@ -54,6 +54,7 @@ from scheduler_app.engine.scheduler import (
 )
 from scheduler_app.engine.services import DuePoll, JobDispatch, RecoverySweep, SchedulerService
 from scheduler_app.errors import ConfigError
+from scheduler_app.metrics import Metrics
 from scheduler_app.registry import missing_job
 from scheduler_app.reminders.job import REMINDER_JOB
 from scheduler_app.reminders.service import Reminders
@@ -79,6 +80,8 @@ class Runtime:
     secret_key: bytes
     executor: RegistryExecutor
     scheduler: OffLoopScheduler
+    # This service's own Prometheus registry and what feeds it (GET /metrics).
+    metrics: Metrics
     audit: AuditLog = field(init=False, repr=False)
     reminders: Reminders = field(init=False, repr=False)
     tasks: Tasks = field(init=False, repr=False)
@@ -110,6 +113,9 @@ class Runtime:
         engine = create_db_engine(settings.database_url)
         # Before the first connection, which would otherwise checkpoint on its commits.
         checkpointer = WalCheckpointer.attach(engine)
+        # Before the first statement: the database's errors count from the start.
+        metrics = Metrics(engine, settings.metrics.refresh_s)
+        metrics.declare(registry, (spec.id for spec in specs))
         await asyncio.to_thread(upgrade_database, engine)
         sessions = create_session_factory(engine)
         mail = build_mail_backend(settings.mail)
@@ -124,7 +130,11 @@ class Runtime:
             fence=fence,
         )
         executor = RegistryExecutor(
-            context, registry, settings.scheduler.max_concurrent_jobs, missing=missing_job
+            context,
+            registry,
+            settings.scheduler.max_concurrent_jobs,
+            missing=missing_job,
+            observer=metrics,
         )
         runtime = cls(
             settings=settings,
@@ -137,6 +147,7 @@ class Runtime:
             secret_key=await asyncio.to_thread(resolve_secret_key, settings, engine),
             executor=executor,
             scheduler=build_scheduler(settings, engine, executor),
+            metrics=metrics,
             subscribe_limiter=RateLimiter(settings.reminders.per_client_per_minute),
             fence=fence,
             _specs=specs,
@@ -155,6 +166,7 @@ class Runtime:
             on_deposed=runtime.services_stop_leader,
             announce=runtime.notifier.send,
         )
+        metrics.follow_leadership(lambda: runtime.elector.leading)
         runtime.audit = AuditLog(sessions, clock)
         runtime.reminders = Reminders(
             settings=settings,
@@ -384,6 +396,7 @@ class Runtime:
             specs = job_specs(fresh, self.registry)
             plan = await self.apply_job_specs(specs)
             self._specs = specs
+            self.metrics.declare(self.registry, (spec.id for spec in specs))
             self.wake_leader()
             return plan
 

@@ -22,7 +22,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from scheduler_app.api import admin, audit, cluster, health, jobs, reminders, runs, tasks
+from scheduler_app.api import (
+    admin,
+    audit,
+    cluster,
+    health,
+    jobs,
+    metrics,
+    reminders,
+    runs,
+    tasks,
+)
 from scheduler_app.api.deps import get_tasks
 from scheduler_app.clock import Clock, utcnow
 from scheduler_app.engine.executor import RegisteredJob
@@ -40,6 +50,7 @@ ROUTERS = (
     audit.router,
     cluster.router,
     health.router,
+    metrics.router,
 )
 
 DurableTasks = Annotated[Tasks, Depends(get_tasks)]

@@ -189,6 +189,9 @@ class MetricsSettings(_Section):
     # GET /metrics answers without a token unless one is set; then it needs
     # "Authorization: Bearer <token>" (a scraper's token, not the admin token).
     token: SecretStr | None = None
+    # Counts read from the database (tasks by status, next fire times) are read at most this
+    # often: a scrape costs one query or none (0: one at every scrape).
+    refresh_s: float = Field(10.0, ge=0, le=300)
 
     @field_validator("token")
     @classmethod

@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import logging
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from scheduler_app.db.batch_writer import BatchWriter, Grouped
 from scheduler_app.db.engine import SessionFactory
 from scheduler_app.db.models import RunOutcome
 from scheduler_app.engine import runs
+from scheduler_app.engine.observer import NO_OBSERVER, RunObserver
 from scheduler_app.engine.runs import RunEnd
 from scheduler_app.engine.slots import JobSlots
 from scheduler_app.errors import Conflict
@@ -49,6 +51,11 @@ MAX_MISSED_RECORDS = 100
 # reference to the executor, reaches the executor that runs it: gives up the task's slot.
 _free_slot: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
     "free_slot", default=None
+)
+# Likewise for JobContext.attempt_ended: tells the executor's observer how a task's attempt
+# ended, under the name of the job that the executor runs.
+_attempt_ended: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(
+    "attempt_ended", default=None
 )
 
 
@@ -97,6 +104,13 @@ class JobContext:
         free = _free_slot.get()
         if free is not None:
             free()
+
+    def attempt_ended(self, outcome: str) -> None:
+        """Tell the executor how the calling task's attempt ended (an AttemptOutcome of
+        tasks/runner.py), for the metrics; nothing outside a running executor."""
+        ended = _attempt_ended.get()
+        if ended is not None:
+            ended(outcome)
 
 
 JobFunction = Callable[..., Awaitable[Any]]
@@ -159,9 +173,12 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         registry: Mapping[str, RegisteredJob],
         max_concurrent_jobs: int,
         missing: Callable[[str], RegisteredJob] | None = None,
+        observer: RunObserver = NO_OBSERVER,
     ) -> None:
         super().__init__()
         self._context = context
+        # Told how every run and task attempt ended (the service's metrics).
+        self._observer = observer
         self._registry = registry
         # Stands in for a job that stored work names but that is no longer registered (its
         # module was dropped from job_modules): its tasks then fail visibly instead of waiting.
@@ -357,6 +374,7 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
             await self._execute(run_id, job_id, name, args, job.kwargs)
             return
         start = runs.RunStart(job.id, name, scheduled_for=run_time, started_at=now)
+        lag_s = (now - run_time).total_seconds()
         if isinstance(job.trigger, CronTrigger):
             # A recurring job's tick is claimed first, by a write that fails for a tick run
             # already (by another process) or a lease lost: it runs once, whoever fires it.
@@ -374,7 +392,7 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
             # wait is a turn of the batch writer, and the writer keeps their order (while the
             # database is away too: see _record_later).
             self._record_later(runs.START_RUNS, start)
-        await self._execute(start.run_id, job.id, name, args, job.kwargs)
+        await self._execute(start.run_id, job.id, name, args, job.kwargs, lag_s)
 
     async def run_now(
         self, job_id: str, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
@@ -407,6 +425,8 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
                 if self._stopping:
                     end = RunEnd(run_id, self._context.clock(), RunOutcome.MISSED, NOT_STARTED)
                     self._record_later(runs.FINISH_RUNS, end)
+                    label, task = _labelled(job_id, name)
+                    self._observer.run(label, RunOutcome.MISSED, task=task)
                     return
                 await self._execute(run_id, job_id, name, args, kwargs)
             finally:
@@ -439,8 +459,17 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         name: str,
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
+        lag_s: float | None = None,
     ) -> None:
-        """Call the registered function and complete its run record with the outcome."""
+        """Call the registered function and complete its run record with the outcome.
+
+        lag_s: how late a scheduled run starts (None for a run asked for), for the observer.
+        """
+        label, task = _labelled(job_id, name)
+        if task:
+            # Set in this run's own task context: its TaskJob reports the attempt's outcome.
+            _attempt_ended.set(partial(self._observer.attempt, name))
+        began = time.monotonic()
         outcome, error, retval = RunOutcome.SUCCESS, None, None
         try:
             entry = self._registry.get(name)
@@ -473,6 +502,8 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         result = None if retval is None else str(retval)
         end = RunEnd(run_id, self._context.clock(), outcome, error, result)
         self._record_later(runs.FINISH_RUNS, end)
+        duration_s = time.monotonic() - began
+        self._observer.run(label, outcome, task=task, lag_s=lag_s, duration_s=duration_s)
 
     def _schedule_retry(
         self,
@@ -511,6 +542,10 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
         )
         written = self._context.writer.queue(missed, until_written=True)
         written.add_done_callback(partial(_log_failure, "missed runs", job.id))
+        manual = manual_run(job.id)
+        label, task = _labelled(manual[1] if manual is not None else job.id, name)
+        for _ in run_times:
+            self._observer.run(label, RunOutcome.MISSED, task=task)
 
     def _record_later(self, step: Grouped[Item, T], item: Item) -> None:
         """Queue a run record for the writer without waiting; a failure is logged only.
@@ -525,6 +560,15 @@ class RegistryExecutor(BaseExecutor):  # type: ignore[misc]
 
 # The job id of a manual run stored for the leader: run-now:<run id>:<job id>.
 MANUAL_RUN_PREFIX = "run-now:"
+
+
+def _labelled(job_id: str, name: str) -> tuple[str, bool]:
+    """How the observer names a run, and whether it is a task's attempt: a task's job id is
+    <prefix>:<task id> (engine.scheduler.task_job_id), which no recurring job's id can be
+    (cron.entries.ID_PATTERN has no ':'). Tasks are named by their job, every recurring job by
+    its own id: a label per task would never end."""
+    task = ":" in job_id
+    return (name if task else job_id), task
 
 
 def manual_run(stored_job_id: str) -> tuple[str, str] | None:

@@ -9,6 +9,7 @@ success, a retry or the failure, by the job's TaskPolicy.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,27 @@ SUPERSEDED = (
     "leader after this process lost the lease)"
 )
 _jitter = random.Random()  # noqa: S311 (spreading retries, not security)
+
+
+class AttemptOutcome(enum.StrEnum):
+    """How an attempt of a task ended, as this process saw it (told to the metrics through
+    JobContext.attempt_ended). The words are those of RunOutcome and TaskStatus."""
+
+    # The job function returned and the task is marked succeeded.
+    SUCCESS = "success"
+    # The job function failed and another attempt is scheduled.
+    ERROR = "error"
+    # The job function failed for good (or the task came due past its late window after
+    # failed attempts): the task is marked failed.
+    FAILED = "failed"
+    # Past its late window without a failed attempt: marked missed, the function not called.
+    MISSED = "missed"
+    # No longer scheduled (cancelled, finished, or started elsewhere): nothing ran.
+    SKIPPED = "skipped"
+    # The attempt failed, but the task had moved on meanwhile: nothing recorded.
+    SUPERSEDED = "superseded"
+    # Not started: this process no longer leads.
+    FENCED = "fenced"
 
 
 @dataclass(frozen=True)
@@ -95,16 +117,20 @@ class TaskJob:
         # pass, which skips running jobs, never runs the task again.
         outcome, attempt = await with_db_retries(start)
         if outcome == "fenced":
+            ctx.attempt_ended(AttemptOutcome.FENCED)
             raise Fenced(f"task {task_id}: not started, this process no longer leads")
         if attempt is None:
             if outcome in ("missed", "failed"):
+                ctx.attempt_ended(AttemptOutcome(outcome))
                 logger.warning("task %s %s: past its late window", task_id, outcome)
                 raise Missed(f"{outcome}: past the late window (see the task's last_error)")
+            ctx.attempt_ended(AttemptOutcome.SKIPPED)
             return outcome
         try:
             result = await self.function(TaskContext.of(ctx, attempt), **attempt.args)
         except Exception as exc:
             await self._failed(ctx, attempt, rules, exc)
+            ctx.attempt_ended(AttemptOutcome.FAILED)
             raise
         # The work is done; marking it succeeded is a turn of the database writer. Holding the
         # slot through that turn left SMTP sessions idle while the running deliveries waited
@@ -129,6 +155,7 @@ class TaskJob:
                 words.again,
             )
             raise
+        ctx.attempt_ended(AttemptOutcome.SUCCESS)
         return result
 
     async def _failed(
@@ -150,7 +177,9 @@ class TaskJob:
             recorded = await ctx.writer.run(retry, until_written=True)
             reason = f"attempt {attempt.attempts}: {decision.error}"
             if not recorded:
+                ctx.attempt_ended(AttemptOutcome.SUPERSEDED)
                 raise Superseded(f"{reason}; {SUPERSEDED}") from exc
+            ctx.attempt_ended(AttemptOutcome.ERROR)
             raise RetryLater(decision.at, reason) from exc
         failed = partial(
             attempts.mark_failed,
@@ -160,4 +189,5 @@ class TaskJob:
             error=decision.error,
         )
         if not await ctx.writer.run(failed, until_written=True):
+            ctx.attempt_ended(AttemptOutcome.SUPERSEDED)
             raise Superseded(f"attempt {attempt.attempts}: {decision.error}; {SUPERSEDED}") from exc
