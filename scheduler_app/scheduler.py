@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from scheduler_app.api import admin, cluster, health, jobs, reminders, runs, tasks
 from scheduler_app.api.deps import get_tasks
 from scheduler_app.clock import Clock, utcnow
+from scheduler_app.dashboard import routes as dashboard
 from scheduler_app.engine.executor import RegisteredJob
 from scheduler_app.runtime import Runtime
 from scheduler_app.settings import Settings
@@ -39,6 +40,7 @@ ROUTERS = (
     admin.router,
     cluster.router,
     health.router,
+    dashboard.router,
 )
 
 DurableTasks = Annotated[Tasks, Depends(get_tasks)]

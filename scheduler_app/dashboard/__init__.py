@@ -1,1 +1,1 @@
-"""The operators' dashboard: server-rendered pages under /dashboard, served by the service itself."""
+"""The operators' dashboard: server-rendered pages under /dashboard, served by the service."""
