@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
 
 from scheduler_app.api.rate_limit import RateLimiter
+from scheduler_app.audit import AuditLog
 from scheduler_app.channels import EMAIL
 from scheduler_app.channels.email import MailBackend, build_mail_backend
 from scheduler_app.clock import Clock
@@ -84,6 +85,7 @@ class Runtime:
     secret_key: bytes
     executor: RegistryExecutor
     scheduler: OffLoopScheduler
+    audit: AuditLog = field(init=False, repr=False)
     reminders: Reminders = field(init=False, repr=False)
     tasks: Tasks = field(init=False, repr=False)
     subscribe_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
@@ -163,6 +165,7 @@ class Runtime:
             on_deposed=runtime.services_stop_leader,
             announce=runtime.notifier.send,
         )
+        runtime.audit = AuditLog(sessions, clock)
         runtime.reminders = Reminders(
             settings=settings,
             clock=clock,

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from scheduler_app.api import admin, cluster, health, jobs, reminders, runs, tasks
+from scheduler_app.api import admin, audit, cluster, health, jobs, reminders, runs, tasks
 from scheduler_app.api.deps import get_tasks
 from scheduler_app.clock import Clock, utcnow
 from scheduler_app.dashboard import routes as dashboard
@@ -38,6 +38,7 @@ ROUTERS = (
     jobs.router,
     runs.router,
     admin.router,
+    audit.router,
     cluster.router,
     health.router,
     dashboard.router,

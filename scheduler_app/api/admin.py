@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from scheduler_app.api.deps import AdminDep, QuarantineDep, ReloadDep
+from scheduler_app.api.deps import AdminDep, AuditDep, QuarantineDep, ReloadDep
 from scheduler_app.api.errors import ServiceRoute
 from scheduler_app.api.schemas import QuarantinedJobPublic, ReloadResult
 
@@ -21,10 +21,12 @@ router = APIRouter(
         422: {"description": "The file is invalid; nothing was changed. `detail` lists why."},
     },
 )
-async def reload_configuration(reload: ReloadDep) -> ReloadResult:
+async def reload_configuration(reload: ReloadDep, audit: AuditDep) -> ReloadResult:
     """Re-read config.yaml and bring the cron jobs in line with it."""
-    plan = await reload()
-    return ReloadResult(**plan.summary())
+    async with audit.recorded_async("reload_configuration") as outcome:
+        result = ReloadResult(**(await reload()).summary())
+        outcome.detail = result.model_dump_json()
+    return result
 
 
 @router.get(
@@ -47,7 +49,8 @@ def list_quarantined_jobs(quarantine: QuarantineDep) -> list[QuarantinedJobPubli
         409: {"description": "A job with this id is scheduled already."},
     },
 )
-def restore_quarantined_job(job_id: str, quarantine: QuarantineDep) -> Response:
+def restore_quarantined_job(job_id: str, quarantine: QuarantineDep, audit: AuditDep) -> Response:
     """Put a set-aside job back after the cause was repaired (e.g. the code deployed again)."""
-    quarantine.restore_job(job_id)
+    with audit.recorded("restore_quarantined_job", job_id):
+        quarantine.restore_job(job_id)
     return Response(status_code=204)

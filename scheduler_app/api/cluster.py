@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter
 
-from scheduler_app.api.deps import AdminDep, ClusterDep
+from scheduler_app.api.deps import AdminDep, AuditDep, ClusterDep
 from scheduler_app.api.errors import ServiceRoute
 from scheduler_app.api.schemas import ClusterLeader, ClusterProcess, ClusterStatus, ResignResult
 
@@ -51,8 +51,10 @@ async def cluster_status(cluster: ClusterDep) -> ClusterStatus:
         409: {"description": "No process leads now."},
     },
 )
-async def resign_leadership(cluster: ClusterDep) -> ResignResult:
+async def resign_leadership(cluster: ClusterDep, audit: AuditDep) -> ResignResult:
     """Make the leader step down (forced failover, for maintenance): it lets its jobs under way
     finish and gives the lease up, and a follower takes over. Works through any process."""
-    resigned = await cluster.resign()
+    async with audit.recorded_async("resign_leadership") as outcome:
+        resigned = await cluster.resign()
+        outcome.detail = f"leader {resigned.id} (term {resigned.term}) asked to step down"
     return ResignResult(id=resigned.id, term=resigned.term)

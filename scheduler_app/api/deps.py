@@ -10,6 +10,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from scheduler_app.audit import CLI_USER_AGENT, Actor, Audit
+from scheduler_app.audit.service import Source
 from scheduler_app.cluster.service import ClusterService
 from scheduler_app.cron.reconcile import ReconcilePlan
 from scheduler_app.engine.jobs import JobsService
@@ -111,3 +113,16 @@ async def require_admin(token: BearerTokenDep, runtime: RuntimeDep) -> None:
 
 
 AdminDep = Depends(require_admin)
+
+
+async def get_audit(request: Request, runtime: RuntimeDep) -> Audit:
+    """The audit log as this request's caller writes to it (admin routes only: the admin token
+    is the credential named)."""
+    agent = request.headers.get("user-agent", "")
+    source: Source = "cli" if agent.startswith(CLI_USER_AGENT + "/") else "api"
+    client = request.client.host if request.client is not None else "an unknown client"
+    request_id = request.headers.get("x-request-id")
+    return Audit(runtime.audit, Actor(source, f"admin token from {client}", request_id))
+
+
+AuditDep = Annotated[Audit, Depends(get_audit)]

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from scheduler_app.api.deps import AdminDep, JobsDep
+from scheduler_app.api.deps import AdminDep, AuditDep, JobsDep
 from scheduler_app.api.errors import ServiceRoute
 from scheduler_app.api.params import Cursor, Limit
 from scheduler_app.api.schemas import JobDetail, JobsPage, RunAccepted, RunsPage
@@ -58,16 +58,18 @@ def list_job_runs(
         409: {"description": "Declared in config.yaml: pause it or edit the file."},
     },
 )
-def cancel_job(job_id: JobId, jobs: JobsDep) -> Response:
+def cancel_job(job_id: JobId, jobs: JobsDep, audit: AuditDep) -> Response:
     """Cancel a job; for a reminder it becomes 'cancelled'. Repeating it answers 204 again."""
-    jobs.cancel(job_id)
+    with audit.recorded("cancel_job", job_id):
+        jobs.cancel(job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/jobs/{job_id}/pause", response_model=JobDetail, responses={**_AUTH, **_UNKNOWN})
-def pause_job(job_id: JobId, jobs: JobsDep) -> JobDetail:
+def pause_job(job_id: JobId, jobs: JobsDep, audit: AuditDep) -> JobDetail:
     """Pause a job; it stays paused across restarts and config reloads."""
-    return jobs.pause(job_id)
+    with audit.recorded("pause_job", job_id):
+        return jobs.pause(job_id)
 
 
 @router.post(
@@ -75,9 +77,10 @@ def pause_job(job_id: JobId, jobs: JobsDep) -> JobDetail:
     response_model=JobDetail,
     responses={**_AUTH, **_UNKNOWN, 409: {"description": "Disabled in config.yaml."}},
 )
-def resume_job(job_id: JobId, jobs: JobsDep) -> JobDetail:
+def resume_job(job_id: JobId, jobs: JobsDep, audit: AuditDep) -> JobDetail:
     """Resume a paused job from its next regular time."""
-    return jobs.resume(job_id)
+    with audit.recorded("resume_job", job_id):
+        return jobs.resume(job_id)
 
 
 @router.post(
@@ -86,7 +89,9 @@ def resume_job(job_id: JobId, jobs: JobsDep) -> JobDetail:
     response_model=RunAccepted,
     responses={**_AUTH, **_UNKNOWN, 409: {"description": "The job is running now."}},
 )
-async def run_job(job_id: JobId, jobs: JobsDep) -> RunAccepted:
+async def run_job(job_id: JobId, jobs: JobsDep, audit: AuditDep) -> RunAccepted:
     """Run a job once now, outside its schedule; its next run time does not change."""
-    run_id = await jobs.run_now(job_id)
+    async with audit.recorded_async("run_job", job_id) as outcome:
+        run_id = await jobs.run_now(job_id)
+        outcome.detail = f"run {run_id}"
     return RunAccepted(job_id=job_id, run_id=run_id)

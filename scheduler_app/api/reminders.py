@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
-from scheduler_app.api.deps import AdminDep, BearerTokenDep, RuntimeDep, get_runtime
+from scheduler_app.api.deps import AdminDep, AuditDep, BearerTokenDep, RuntimeDep, get_runtime
 from scheduler_app.api.errors import ServiceRoute, answer
 from scheduler_app.api.params import IdempotencyKey
 from scheduler_app.api.schemas import (
@@ -221,16 +221,18 @@ def list_reminders(
     dependencies=[AdminDep],
     responses={401: {"description": "Missing or wrong admin token."}},
 )
-def retry_matching(body: RetryFilter, runtime: RuntimeDep) -> RetryResult:
+def retry_matching(body: RetryFilter, runtime: RuntimeDep, audit: AuditDep) -> RetryResult:
     """Schedule again every failed (or missed) reminder that matches the filter."""
-    requeued = runtime.reminders.retry_matching(
-        ReminderStatus(body.status),
-        body.email,
-        body.error_contains,
-        body.finished_after,
-        body.finished_before,
-        body.limit,
-    )
+    with audit.recorded("retry_reminders", body.email) as outcome:
+        requeued = runtime.reminders.retry_matching(
+            ReminderStatus(body.status),
+            body.email,
+            body.error_contains,
+            body.finished_after,
+            body.finished_before,
+            body.limit,
+        )
+        outcome.detail = f"{len(requeued)} {body.status} reminder(s) retried"
     return RetryResult(requeued=requeued)
 
 
@@ -241,9 +243,11 @@ def retry_matching(body: RetryFilter, runtime: RuntimeDep) -> RetryResult:
     responses={
         401: {"description": "Missing or wrong admin token."},
         404: {"description": "No reminder with this id."},
-        409: {"description": "Not failed or missed."},
+        409: {"description": "Neither failed or missed nor waiting for a retry."},
     },
 )
-def retry_reminder(reminder_id: str, runtime: RuntimeDep) -> ReminderPublic:
-    """Schedule a failed or missed reminder again, now, with a fresh set of attempts."""
-    return _public(runtime.reminders.retry(reminder_id))
+def retry_reminder(reminder_id: str, runtime: RuntimeDep, audit: AuditDep) -> ReminderPublic:
+    """Deliver a reminder again now: a failed or missed one with a fresh set of attempts, one
+    waiting for its automatic retry at once (retry now), keeping its attempts."""
+    with audit.recorded("retry_reminder", reminder_id):
+        return _public(runtime.reminders.retry(reminder_id))

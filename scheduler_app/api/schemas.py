@@ -397,3 +397,51 @@ class TaskPublic(BaseModel):
 class TasksPage(BaseModel):
     items: list[TaskPublic]
     next_cursor: str | None
+
+
+class TaskRetryFilter(BaseModel):
+    """Which failed or missed tasks to run again."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"job": "send_welcome_email", "status": "failed"}]},
+    )
+
+    job: Text | None = Field(None, max_length=100, description="Every job's tasks when absent.")
+    status: Literal["failed", "missed"] = "failed"
+    limit: int = Field(1000, ge=1, le=10_000)
+
+
+class AuditEntryPublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0193a5f0-6c1e-7a4b-9d2e-1f0c3b5a7d91",
+                    "at": "2026-12-05T08:00:03.120000Z",
+                    "source": "dashboard",
+                    "actor": "dashboard login from 10.0.0.7",
+                    "action": "pause_job",
+                    "target": "daily-report",
+                    "outcome": "ok",
+                    "detail": None,
+                    "request_id": "5b0e3c1d9f7a4e2b",
+                }
+            ]
+        }
+    )
+
+    id: str
+    at: datetime
+    source: Literal["api", "cli", "dashboard"] = Field(description="Where the action came from.")
+    actor: str = Field(description="The credential used and the client's address.")
+    action: str = Field(description="e.g. pause_job, retry_task, reload_configuration.")
+    target: str | None = Field(description="The job, task or reminder acted on, if any.")
+    outcome: Literal["ok", "error"]
+    detail: str | None = Field(description="What came of it: a summary, or the error's message.")
+    request_id: str | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryPublic]
+    next_cursor: str | None

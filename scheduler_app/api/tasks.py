@@ -6,10 +6,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from scheduler_app.api.deps import AdminDep, TasksDep
+from scheduler_app.api.deps import AdminDep, AuditDep, TasksDep
 from scheduler_app.api.errors import ServiceRoute
 from scheduler_app.api.params import Cursor, IdempotencyKey, Limit
-from scheduler_app.api.schemas import TaskCreate, TaskPublic, TasksPage
+from scheduler_app.api.schemas import (
+    RetryResult,
+    TaskCreate,
+    TaskPublic,
+    TaskRetryFilter,
+    TasksPage,
+)
 from scheduler_app.db.models import TaskStatus
 
 router = APIRouter(tags=["tasks"], dependencies=[AdminDep], route_class=ServiceRoute)
@@ -77,16 +83,34 @@ def get_task(task_id: str, tasks: TasksDep) -> TaskPublic:
     response_model=TaskPublic,
     responses={**_AUTH, **_UNKNOWN, 409: {"description": "Already finished."}},
 )
-def cancel_task(task_id: str, tasks: TasksDep) -> TaskPublic:
+def cancel_task(task_id: str, tasks: TasksDep, audit: AuditDep) -> TaskPublic:
     """Cancel a scheduled task; cancelling a cancelled one again is a no-op."""
-    return TaskPublic.model_validate(tasks.cancel(task_id))
+    with audit.recorded("cancel_task", task_id):
+        return TaskPublic.model_validate(tasks.cancel(task_id))
 
 
 @router.post(
     "/tasks/{task_id}/retry",
     response_model=TaskPublic,
-    responses={**_AUTH, **_UNKNOWN, 409: {"description": "Not failed or missed."}},
+    responses={
+        **_AUTH,
+        **_UNKNOWN,
+        409: {"description": "Neither failed or missed nor waiting for a retry."},
+    },
 )
-def retry_task(task_id: str, tasks: TasksDep) -> TaskPublic:
-    """Schedule a failed or missed task again, now, with a fresh set of attempts."""
-    return TaskPublic.model_validate(tasks.retry(task_id))
+def retry_task(task_id: str, tasks: TasksDep, audit: AuditDep) -> TaskPublic:
+    """Run a task again now: a failed or missed one with a fresh set of attempts, one waiting
+    for its automatic retry at once (retry now), keeping its attempts."""
+    with audit.recorded("retry_task", task_id):
+        return TaskPublic.model_validate(tasks.retry(task_id))
+
+
+@router.post("/tasks/retry", response_model=RetryResult, responses=_AUTH)
+def retry_tasks(body: TaskRetryFilter, tasks: TasksDep, audit: AuditDep) -> RetryResult:
+    """Run again now every failed (or missed) task that matches the filter."""
+    with audit.recorded("retry_tasks", body.job) as outcome:
+        retried = tasks.retry_matching(
+            job=body.job, status=TaskStatus(body.status), limit=body.limit
+        )
+        outcome.detail = f"{len(retried)} {body.status} task(s) retried"
+    return RetryResult(requeued=retried)

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from scheduler_app.audit import CLI_USER_AGENT
+from scheduler_app.cluster.identity import package_version
 from scheduler_app.security import ADMIN_TOKEN_FILE
 
 app = typer.Typer(help="Inspect and operate scheduled jobs through the API.", no_args_is_help=True)
@@ -43,7 +45,10 @@ def _call(method: str, url: str, path: str, **params: Any) -> Any:
             url.rstrip("/") + path,
             params=query,
             timeout=30,
-            headers={"Authorization": f"Bearer {_token()}"},
+            headers={
+                "Authorization": f"Bearer {_token()}",
+                "User-Agent": f"{CLI_USER_AGENT}/{package_version()}",
+            },
         )
     except httpx.HTTPError as exc:
         typer.echo(f"scheduler-app: cannot reach {url}: {exc}", err=True)

@@ -27,7 +27,7 @@ class ProcessIdentity:
             id=new_id(),
             host=socket.gethostname()[:255],
             pid=os.getpid(),
-            version=_version(),
+            version=package_version(),
             node=_node(),
         )
 
@@ -47,7 +47,7 @@ class ProcessIdentity:
         return False
 
 
-def _version() -> str:
+def package_version() -> str:
     try:
         return version("scheduler-app")
     except PackageNotFoundError:

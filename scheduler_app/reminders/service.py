@@ -419,14 +419,15 @@ def cancel(session: Session, reminder: Task, now: datetime) -> None:
 
 
 def requeue(session: Session, reminder: Task, now: datetime) -> None:
-    """Schedule a failed or missed reminder again, with a fresh set of attempts."""
-    if reminder.status not in (TaskStatus.FAILED, TaskStatus.MISSED):
+    """Deliver a reminder again now: a failed or missed one with a fresh set of attempts, one
+    waiting for its automatic retry without waiting."""
+    if not store.requeue(session, reminder, now):
         raise Conflict(
-            f"reminder '{reminder.id}' is {PUBLIC_STATUS[reminder.status]}; "
-            "only failed or missed ones are retried"
+            f"reminder '{reminder.id}' is {PUBLIC_STATUS[reminder.status]}; only failed or "
+            "missed ones, or those waiting for a retry, are retried"
         )
-    store.requeue(session, reminder, now)
     session.commit()
+    session.refresh(reminder)
     session.refresh(reminder)
 
 

@@ -233,18 +233,40 @@ class Tasks:
             return _fields(task)
 
     def retry(self, task_id: str) -> dict[str, Any]:
-        """Schedule a failed or missed task again, now, with a fresh set of attempts."""
+        """Run a task again now: a failed or missed one with a fresh set of attempts, one waiting
+        for its automatic retry without waiting for it."""
         with self.sessions() as session:
             task = self._get(session, task_id)
             now = self.clock()
             if not store.requeue(session, task, now):
                 raise Conflict(
-                    f"task '{task.id}' is {task.status}; only failed or missed tasks are retried"
+                    f"task '{task.id}' is {task.status}; only failed or missed tasks, or those "
+                    "waiting for a retry, are retried"
                 )
             session.commit()
             session.refresh(task)
             self.schedule_job(task.job, task.id, now)
             return _fields(task)
+
+    def retry_matching(self, *, job: str | None, status: TaskStatus, limit: int) -> list[str]:
+        """Run again now every failed or missed task of a job (of every job when None); the ids
+        retried, oldest failure first, at most limit."""
+        if status not in (TaskStatus.FAILED, TaskStatus.MISSED):
+            raise InvalidField(("body", "status"), "only failed or missed tasks are retried")
+        jobs = self._task_jobs() if job is None else [job]
+        query = (
+            select(Task)
+            .where(Task.job.in_(jobs), Task.status == status)
+            .order_by(Task.finished_at, Task.id)
+            .limit(limit)
+        )
+        with self.sessions() as session:
+            now = self.clock()
+            retried = [task for task in session.scalars(query) if store.requeue(session, task, now)]
+            session.commit()
+        for task in retried:
+            self.schedule_job(task.job, task.id, now)
+        return [task.id for task in retried]
 
     def page(
         self, *, job: str | None, status: TaskStatus | None, limit: int, cursor: str | None

@@ -84,9 +84,13 @@ def finish(
 
 
 def requeue(session: Session, task: Task, now: datetime) -> bool:
-    """Schedule a failed or missed task again, now, with a fresh set of attempts; False if it
-    is no longer failed or missed."""
-    result = session.execute(
+    """Run a task again now; False if it is neither finished unsuccessfully nor waiting.
+
+    A failed or missed task is scheduled again with a fresh set of attempts. A task waiting for
+    its automatic retry (scheduled, with attempts behind it) keeps its attempts and makes its
+    next one now instead of at the retry time. Either way the late window counts from now.
+    """
+    finished = session.execute(
         update(Task)
         .where(Task.id == task.id, Task.status.in_((TaskStatus.FAILED, TaskStatus.MISSED)))
         .values(
@@ -98,7 +102,14 @@ def requeue(session: Session, task: Task, now: datetime) -> bool:
             updated_at=now,
         )
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    if finished.rowcount:  # type: ignore[attr-defined]
+        return True
+    waiting = session.execute(
+        update(Task)
+        .where(Task.id == task.id, Task.status == TaskStatus.SCHEDULED, Task.attempts > 0)
+        .values(requeued_at=now, next_attempt_at=now, updated_at=now)
+    )
+    return bool(waiting.rowcount)  # type: ignore[attr-defined]
 
 
 def due_by(session: Session, horizon: datetime) -> list[tuple[str, str, datetime]]:
