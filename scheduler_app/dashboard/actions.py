@@ -22,7 +22,7 @@ from scheduler_app.errors import InvalidField
 from scheduler_app.reminders.service import ReminderStatus
 from scheduler_app.runtime import Runtime
 
-# Reminders retried at most by one "retry all matching" (as POST /reminders/retry's default).
+# Reminders or tasks retried at most by one "retry all matching" (POST /reminders/retry's default).
 RETRY_ALL_LIMIT = 500
 
 
@@ -113,7 +113,9 @@ def _retry_reminders(services: Services, request: Request) -> str:
 def _retry_tasks(services: Services, request: Request) -> str:
     filters = request.filters
     status = _task_status(filters.get("status") or "failed")
-    requeued = services.runtime.tasks.retry_matching(job=filters.get("job") or None, status=status)
+    requeued = services.runtime.tasks.retry_matching(
+        job=filters.get("job") or None, status=status, limit=RETRY_ALL_LIMIT
+    )
     return f"Retried {len(requeued)} task(s)."
 
 

@@ -237,6 +237,8 @@ def test_retry_failed_reminder_one_and_all_matching(
     assert kind == "ok"
     assert text.startswith("Retried ")
 
+    assert act(client, csrf, "retry_tasks", status="failed") == ("ok", "Retried 0 task(s).")
+
     audit = client.get("/dashboard/audit?action=retry_reminder").text
     assert failed[0].id in audit
 
