@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from contextlib import nullcontext
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -191,9 +192,14 @@ def get_reminder(reminder_id: str, token: BearerTokenDep, runtime: RuntimeDep) -
     response_model=ReminderPublic,
     responses={**_AUTH_ERRORS, 409: {"description": "Already sent, failed or missed."}},
 )
-def cancel_reminder(reminder_id: str, token: BearerTokenDep, runtime: RuntimeDep) -> ReminderPublic:
+def cancel_reminder(
+    reminder_id: str, token: BearerTokenDep, runtime: RuntimeDep, audit: AuditDep
+) -> ReminderPublic:
     """Cancel a scheduled reminder; cancelling a cancelled one again is a no-op."""
-    fields, admin = runtime.reminders.cancel(reminder_id, token)
+    # An operator's cancellation is an audited action; a subscriber's own is not.
+    operator = hmac.compare_digest(token.encode(), runtime.admin_token.encode())
+    with audit.recorded("cancel_reminder", reminder_id) if operator else nullcontext():
+        fields, admin = runtime.reminders.cancel(reminder_id, token)
     return _public(fields, admin=admin)
 
 

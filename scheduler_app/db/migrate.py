@@ -41,9 +41,11 @@ def upgrade_database(engine: Engine, revision: str = "head") -> None:
         engine: the service's engine.
         revision: the target revision: "head" for the newest, "base" to undo them all.
     """
-    if revision == "head" and _at_head(engine):
-        # Nothing to do: skip the lock and Alembic, whose set-up is most of a no-op upgrade's
-        # time and logs.
+    # Nothing to do: skip the lock and Alembic, whose set-up is most of a no-op upgrade's time
+    # and logs. Not on SQLite: there the first connection to a new file switches it to WAL,
+    # which fails at once ("database is locked") while another process migrates it, so even the
+    # first look waits for the lock (a file lock: cheap).
+    if revision == "head" and engine.dialect.name != "sqlite" and _at_head(engine):
         return
     with migration_lock(engine):
         # Looked at again: another process may have migrated while this one waited.
