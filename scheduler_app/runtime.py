@@ -33,7 +33,12 @@ from scheduler_app.cluster.identity import ProcessIdentity
 from scheduler_app.cluster.notify import Listener, Notifier, notifications_possible
 from scheduler_app.cluster.timing import Timing
 from scheduler_app.cron.entries import CronJobSpec, parse_job_specs
-from scheduler_app.cron.reconcile import ReconcilePlan, reconcile
+from scheduler_app.cron.reconcile import (
+    ReconcilePlan,
+    ReconcilePreview,
+    preview_reconcile,
+    reconcile,
+)
 from scheduler_app.db.batch_writer import BatchWriter
 from scheduler_app.db.checkpoint import WalCheckpointer
 from scheduler_app.db.engine import (
@@ -66,6 +71,7 @@ from scheduler_app.tasks.service import Tasks
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+DASHBOARD_LOGINS_PER_MINUTE = 10
 
 
 @dataclass
@@ -86,6 +92,10 @@ class Runtime:
     reminders: Reminders = field(init=False, repr=False)
     tasks: Tasks = field(init=False, repr=False)
     subscribe_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
+    # Dashboard logins a minute per client address: guessing the admin token stays slow.
+    dashboard_login_limiter: RateLimiter = field(
+        default_factory=lambda: RateLimiter(DASHBOARD_LOGINS_PER_MINUTE)
+    )
     services: Services = field(default_factory=Services, repr=False)
     fence: Fence = field(default_factory=Fence, repr=False)
     me: ProcessIdentity = field(default_factory=ProcessIdentity.of_this_process)
@@ -399,6 +409,12 @@ class Runtime:
             self.metrics.declare(self.registry, (spec.id for spec in specs))
             self.wake_leader()
             return plan
+
+    async def preview_reload(self) -> ReconcilePreview:
+        """What reload would apply now, applying nothing; ConfigError when the file is invalid."""
+        fresh = await asyncio.to_thread(load_settings, self.settings.config_file)
+        specs = job_specs(fresh, self.registry)
+        return await asyncio.to_thread(self.in_session, preview_reconcile, specs)
 
     def _listen_for_sighup(self) -> None:
         try:

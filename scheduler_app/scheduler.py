@@ -35,6 +35,7 @@ from scheduler_app.api import (
 )
 from scheduler_app.api.deps import get_tasks
 from scheduler_app.clock import Clock, utcnow
+from scheduler_app.dashboard import routes as dashboard
 from scheduler_app.engine.executor import RegisteredJob
 from scheduler_app.runtime import Runtime
 from scheduler_app.settings import Settings
@@ -51,6 +52,7 @@ ROUTERS = (
     cluster.router,
     health.router,
     metrics.router,
+    dashboard.router,
 )
 
 DurableTasks = Annotated[Tasks, Depends(get_tasks)]

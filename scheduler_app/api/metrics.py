@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from scheduler_app.api.deps import RuntimeDep
 from scheduler_app.api.errors import ServiceRoute
+from scheduler_app.api.responses import Responses, merge, unauthorized
 from scheduler_app.errors import Unauthorized
 from scheduler_app.metrics import CONTENT_TYPE
 
@@ -36,13 +37,26 @@ async def require_metrics_token(
         raise Unauthorized("this route needs 'Authorization: Bearer <metrics.token>'")
 
 
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "The metrics in the Prometheus text format (version 0.0.4).",
-        "content": {"text/plain": {"schema": {"type": "string"}}},
+_EXAMPLE = """\
+# HELP scheduler_app_leader 1 while this process leads (runs the scheduler), else 0.
+# TYPE scheduler_app_leader gauge
+scheduler_app_leader 1.0
+# HELP scheduler_app_failed_queue Tasks and reminders in status failed.
+# TYPE scheduler_app_failed_queue gauge
+scheduler_app_failed_queue 2.0
+"""
+_RESPONSES: Responses = merge(
+    {
+        200: {
+            "description": "The metrics in the Prometheus text format (version 0.0.4).",
+            "content": {"text/plain": {"schema": {"type": "string"}, "example": _EXAMPLE}},
+        }
     },
-    401: {"description": "metrics.token is set, and the request did not send it."},
-}
+    unauthorized(
+        "metrics.token is set, and the request did not send it.",
+        "this route needs 'Authorization: Bearer <metrics.token>'",
+    ),
+)
 
 
 @router.get(

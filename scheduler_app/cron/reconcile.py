@@ -7,10 +7,12 @@ so that they keep their next run time. Reminders are never touched.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Literal
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.base import BaseScheduler
@@ -58,6 +60,82 @@ def stored_fingerprints(session: Session) -> dict[str, str]:
     return {
         row.id: row.fingerprint for row in session.execute(select(CronJob.id, CronJob.fingerprint))
     }
+
+
+# The fields of a cron job an operator compares, in the order shown.
+_COMPARED = (
+    "job",
+    "cron",
+    "timezone",
+    "args",
+    "kwargs",
+    "enabled",
+    "misfire_grace_s",
+    "coalesce",
+    "description",
+)
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    name: str
+    before: str | None
+    after: str | None
+
+
+@dataclass(frozen=True)
+class JobChange:
+    """What applying the file would do to one cron job, field by field."""
+
+    id: str
+    change: Literal["add", "change", "remove"]
+    fields: list[FieldChange]
+
+
+@dataclass(frozen=True)
+class ReconcilePreview:
+    plan: ReconcilePlan
+    changes: list[JobChange]
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(list(value) if isinstance(value, tuple) else value, sort_keys=True)
+    return str(value)
+
+
+def _values(source: Any) -> dict[str, str]:
+    return {name: _shown(getattr(source, name)) for name in _COMPARED}
+
+
+def describe_changes(plan: ReconcilePlan, stored: Mapping[str, CronJob]) -> list[JobChange]:
+    """The plan as a diff: every field of an added or removed job, the differing fields of a
+    changed one (stored: the rows by id)."""
+    changes: list[JobChange] = []
+    for spec in plan.added:
+        after = _values(spec)
+        changes.append(
+            JobChange(spec.id, "add", [FieldChange(n, None, v) for n, v in after.items()])
+        )
+    for spec in plan.changed:
+        before, after = _values(stored[spec.id]), _values(spec)
+        differing = [
+            FieldChange(n, before[n], after[n]) for n in _COMPARED if before[n] != after[n]
+        ]
+        changes.append(JobChange(spec.id, "change", differing))
+    for job_id in plan.removed:
+        before = _values(stored[job_id])
+        changes.append(
+            JobChange(job_id, "remove", [FieldChange(n, v, None) for n, v in before.items()])
+        )
+    return changes
+
+
+def preview_reconcile(session: Session, specs: Sequence[CronJobSpec]) -> ReconcilePreview:
+    """What reconcile would change, without changing anything (for the operator to review)."""
+    rows = {row.id: row for row in session.scalars(select(CronJob))}
+    plan = plan_reconcile(specs, {job_id: row.fingerprint for job_id, row in rows.items()})
+    return ReconcilePreview(plan, describe_changes(plan, rows))
 
 
 def reconcile(

@@ -46,6 +46,7 @@ from scheduler_app.reminders.job import REMINDER_JOB, REMINDER_JOB_PREFIX
 from scheduler_app.tasks import store
 
 JobKind = Literal["cron", "reminder", "task"]
+JobState = Literal["scheduled", "paused"]
 RECENT_RUNS = 10
 _SCHEDULED, _PAUSED = 0, 1
 T = TypeVar("T")
@@ -83,6 +84,22 @@ class JobsService:
         # closing the session), and while deliveries keep the interpreter busy each hop waits
         # its turn for it. Without a search, a page follows the listing index.
         return await self.read(dump_page, indexed=q is None)
+
+    async def page(
+        self,
+        *,
+        kind: JobKind | None,
+        q: str | None,
+        state: JobState | None,
+        limit: int,
+        cursor: str | None,
+    ) -> JobsPage:
+        """One page of jobs (see list_jobs); state keeps only scheduled or only paused ones."""
+
+        def read_page(session: Session) -> JobsPage:
+            return list_jobs(session, kind=kind, q=q, limit=limit, cursor=cursor, state=state)
+
+        return await self.read(read_page, indexed=q is None)
 
     def detail(self, job_id: str) -> JobDetail:
         with self.sessions() as session:
@@ -209,9 +226,15 @@ def _listing() -> Select[Any]:
 
 
 def list_jobs(
-    session: Session, *, kind: JobKind | None, q: str | None, limit: int, cursor: str | None
+    session: Session,
+    *,
+    kind: JobKind | None,
+    q: str | None,
+    limit: int,
+    cursor: str | None,
+    state: JobState | None = None,
 ) -> JobsPage:
-    """One page of jobs by next run time, paused ones last."""
+    """One page of jobs by next run time, paused ones last (or only one of the two parts)."""
     values: dict[str, Any] = {}
     if kind == "cron":
         values["cron_ids"] = session.scalars(select(CronJob.id)).all()
@@ -238,9 +261,9 @@ def list_jobs(
         phase, after_time, after_id = position or _FIRST_JOB
         values.update(after_time=after_time, after_id=after_id)
         rows: list[Row[Any]] = []
-        if phase == _SCHEDULED:
+        if phase == _SCHEDULED and state != "paused":
             rows += part(_SCHEDULED, after_id is not None, count)
-        if len(rows) < count:
+        if len(rows) < count and state != "scheduled":
             rows += part(_PAUSED, phase == _PAUSED, count - len(rows))
         return rows
 

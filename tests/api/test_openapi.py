@@ -52,7 +52,8 @@ RATE_LIMITED = {("post", "/subscribe")}
 CREATE_ROUTES = {("post", "/subscribe"), ("post", "/tasks")}
 # Routes that never need the database, so never answer "database unavailable" (503): the
 # probes. /readyz answers its own 503 (not ready) with its usual body.
-WITHOUT_DATABASE = {("get", "/healthz"), ("get", "/readyz")}
+# /metrics: its counts from the database are cached, and kept when the database is away.
+WITHOUT_DATABASE = {("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics")}
 TABLES = {
     "FORBIDDEN": FORBIDDEN,
     "CONFLICTS": CONFLICTS,
