@@ -60,6 +60,13 @@ class RateLimiter:
             return None
         return (1 - bucket.tokens) / self._rate
 
+    def refund(self, client: str) -> None:
+        """Give back the request acquire took for client: for requests that count only when
+        they fail (a login with the right token, say). Never above a full bucket."""
+        bucket = self._buckets.get(client)
+        if bucket is not None:
+            bucket.tokens = min(float(self.per_minute), bucket.tokens + 1)
+
     def _forget_oldest(self) -> None:
         # A forgotten client starts again with a full bucket: only the least recently seen are
         # forgotten, and those have mostly refilled anyway.

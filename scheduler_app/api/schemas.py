@@ -161,6 +161,8 @@ JOB_EXAMPLE: dict[str, Any] = {
     "job": "daily_report",
     "description": "Summary of the last 24 hours",
     "trigger": "cron: 0 8 * * * (Europe/Berlin)",
+    "cron": "0 8 * * *",
+    "timezone": "Europe/Berlin",
     "schedule_text": "At 08:00, every day",
     "next_run_time": "2030-01-15T07:00:00Z",
     "paused": False,
@@ -376,7 +378,18 @@ class JobPublic(BaseModel):
     kind: Literal["cron", "reminder", "task"]
     job: str = Field(description="The registered job function's name.")
     description: str
-    trigger: str
+    trigger: str = Field(
+        description="The schedule as text, `cron: <expression> (<zone>)` or `date: <due time>`, "
+        "for people; programs read cron and timezone."
+    )
+    cron: str | None = Field(
+        description="A cron job's expression as declared (5 or 6 fields, or a macro such as "
+        "@daily); null for reminders and tasks."
+    )
+    timezone: str | None = Field(
+        description="The IANA zone a cron job's expression is read in; null for reminders and "
+        "tasks."
+    )
     schedule_text: str = Field(description="The schedule in words.")
     next_run_time: datetime | None = Field(description="UTC; null while paused.")
     paused: bool

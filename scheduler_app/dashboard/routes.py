@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from scheduler_app.api.deps import ClusterDep, JobsDep, QuarantineDep, RuntimeDep
 from scheduler_app.api.params import Cursor
+from scheduler_app.api.schemas import JobPublic
 from scheduler_app.audit import Actor
 from scheduler_app.audit.service import Source
 from scheduler_app.dashboard import actions
@@ -211,6 +212,8 @@ async def login(
     token: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
     client = client_of(request)
+    # Taken before the token is checked, so that guesses sent at once cannot outrun the limit;
+    # given back after a good login: only wrong tokens count.
     wait_s = runtime.dashboard_login_limiter.acquire(client)
     if wait_s is not None:
         return _render(
@@ -244,6 +247,7 @@ async def login(
             status_code=status.HTTP_401_UNAUTHORIZED,
             error="That is not the admin token.",
         )
+    runtime.dashboard_login_limiter.refund(client)
     response = RedirectResponse(base_path(request), status_code=status.HTTP_303_SEE_OTHER)
     set_session_cookie(request, response, found)
     return response
@@ -313,7 +317,7 @@ async def jobs_page(
         cursor=cursor,
     )
     now = runtime.clock()
-    schedules = {job.id: _schedule(job.trigger, now) for job in page.items if job.kind == "cron"}
+    schedules = {job.id: _schedule(job, now) for job in page.items}
     return _render(
         request,
         runtime,
@@ -327,14 +331,15 @@ async def jobs_page(
     )
 
 
-def _schedule(trigger: str, now: datetime) -> Schedule | None:
-    """The schedule of a cron job from its trigger text, `cron: <expression> (<zone>)`."""
-    if not trigger.startswith("cron: ") or not trigger.endswith(")") or " (" not in trigger:
+def _schedule(job: JobPublic, now: datetime) -> Schedule | None:
+    """A cron job's schedule in words with its next fires; None for reminders and tasks."""
+    if job.cron is None or job.timezone is None:
         return None
-    expression, _, zone = trigger.removeprefix("cron: ").removesuffix(")").rpartition(" (")
     try:
-        return describe_schedule(expression, zone, now)
+        return describe_schedule(job.cron, job.timezone, now)
     except (ValueError, KeyError):
+        # A row written by another version of the service, with what this one cannot read:
+        # the page still shows the job, without its schedule.
         return None
 
 
@@ -360,7 +365,7 @@ async def job_page(
         login,
         job=job,
         runs=runs,
-        schedule=_schedule(job.trigger, runtime.clock()),
+        schedule=_schedule(job, runtime.clock()),
     )
 
 
@@ -434,23 +439,27 @@ async def failed_page(
     cursor: Cursor = None,
 ) -> HTMLResponse:
     def read() -> tuple[Any, Any]:
-        reminders = runtime.reminders.page(ReminderStatus.FAILED, email or None, PAGE_SIZE, cursor)
+        # Filtered in the database as "retry all matching" selects them, so that the listing
+        # and the retry agree (every page, not only the one shown).
+        reminders = runtime.reminders.page(
+            ReminderStatus.FAILED,
+            email or None,
+            PAGE_SIZE,
+            cursor,
+            error_contains=error_contains or None,
+        )
         tasks = runtime.tasks.page(
             job=job or None, status=TaskStatus.FAILED, limit=PAGE_SIZE, cursor=None
         )
         return reminders, tasks
 
     reminders, tasks = await asyncio.to_thread(read)
-    items = reminders.items
-    if error_contains:
-        # As retry-all matches them: the error text contains this, case-insensitively.
-        items = [r for r in items if error_contains.lower() in (r["last_error"] or "").lower()]
     return _render(
         request,
         runtime,
         "failed.html",
         login,
-        reminders=items,
+        reminders=reminders.items,
         next_cursor=reminders.next_cursor,
         tasks=tasks.items,
         email=email or "",

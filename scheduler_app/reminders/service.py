@@ -508,14 +508,27 @@ class Reminders:
             return public_fields(task_fields(reminder)), admin
 
     def page(
-        self, status: ReminderStatus | None, email: str | None, limit: int, cursor: str | None
+        self,
+        status: ReminderStatus | None,
+        email: str | None,
+        limit: int,
+        cursor: str | None,
+        *,
+        error_contains: str | None = None,
     ) -> Page[dict[str, Any]]:
-        """A page of reminders, most recently changed first, and the cursor to the next."""
+        """A page of reminders, most recently changed first, and the cursor to the next;
+        error_contains keeps those whose last error contains it (case-insensitively), as
+        retry_matching selects them."""
 
         def fetch(before: tuple[datetime, str] | None, count: int) -> list[dict[str, Any]]:
             with self.sessions() as session:
                 found = find_reminders(
-                    session, status=status, email=email, limit=count, before=before
+                    session,
+                    status=status,
+                    email=email,
+                    error_contains=error_contains,
+                    limit=count,
+                    before=before,
                 )
                 return [public_fields(task_fields(task), updated=True) for task in found]
 

@@ -3,20 +3,34 @@ effective and in the audit log, escaping, switched off."""
 
 from __future__ import annotations
 
+import html
 import re
+import sys
+import textwrap
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, insert, select
+from sqlalchemy.orm import Session
 
+from scheduler_app.app import create_app
 from scheduler_app.builtin import REGISTRY
 from scheduler_app.db.models import DashboardSession, QuarantinedJob
 from scheduler_app.security import hash_token
-from tests.support import ADMIN, ADMIN_TOKEN, Deployment, reminder_task
+from tests.support import (
+    ADMIN,
+    ADMIN_TOKEN,
+    Deployment,
+    make_settings,
+    reminder_task,
+    wait_until,
+)
 
 CRON_JOBS: list[dict[str, Any]] = [
     {
@@ -39,6 +53,28 @@ PAGES = [
 ]
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 FLASH = re.compile(r'<p class="flash (\w+)" role="status">([^<]*)</p>')
+# The confirm step's form (the page's other form logs out).
+FORM = re.compile(r'<form method="post" action="([^"]+/actions/[^"]+)"[^>]*>(.*?)</form>', re.S)
+HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+# Your own jobs, for tasks: one whose automatic retry waits an hour, one that always fails.
+JOBS_MODULE = """
+    from pathlib import Path
+
+    from scheduler_app import job
+
+
+    @job("fails_once_{tag}", max_attempts=3, retry_base_s=3600, retry_max_s=3600)
+    def fails_once(path: str) -> None:
+        marker = Path(path)
+        if not marker.exists():
+            marker.write_text("tried")
+            raise RuntimeError("first attempt fails")
+
+
+    @job("always_fails_{tag}", max_attempts=1)
+    def always_fails() -> None:
+        raise RuntimeError("boom")
+"""
 
 
 @pytest.fixture
@@ -73,6 +109,38 @@ def act(client: TestClient, csrf: str, action: str, **fields: str) -> tuple[str,
     flash = FLASH.search(response.text)
     assert flash is not None, response.text
     return flash.group(1), flash.group(2)
+
+
+def offered(page: str, action: str, target: str | None = None) -> str:
+    """The confirm step's address of the action the page offers (on target); fails if none."""
+    for link in re.findall(r'href="(/dashboard/confirm\?[^"]+)"', page):
+        href = html.unescape(link)
+        if f"action={action}&" in href and (target is None or f"target={target}&" in href):
+            return href
+    pytest.fail(f"the page offers no {action} on {target}")
+
+
+def confirm_and_post(client: TestClient, page: str, action: str, target: str | None = None) -> Any:
+    """Open the action's confirm step from the page and submit its form as a browser would;
+    the flash message (kind, text) shown after the redirect."""
+    confirm = client.get(offered(page, action, target))
+    assert confirm.status_code == 200, confirm.text
+    form = FORM.search(confirm.text)
+    assert form is not None, confirm.text
+    fields = {name: html.unescape(value) for name, value in HIDDEN.findall(form.group(2))}
+    assert fields["csrf_token"]
+    response = client.post(html.unescape(form.group(1)), data=fields)
+    assert response.status_code == 200, response.text
+    flash = FLASH.search(response.text)
+    assert flash is not None, response.text
+    return flash.group(1), html.unescape(flash.group(2))
+
+
+def audit_entries(client: TestClient, **params: str) -> list[dict[str, Any]]:
+    response = client.get("/admin/audit", params=params, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
 
 
 def test_pages_need_a_login_and_actions_a_csrf_token(client: TestClient) -> None:
@@ -297,12 +365,23 @@ def test_confirm_step_and_logout(client: TestClient, database_url: str) -> None:
         engine.dispose()
 
 
-def test_login_attempts_are_limited_per_client(client: TestClient) -> None:
+def test_only_wrong_tokens_count_toward_the_login_limit(client: TestClient) -> None:
+    # Eleven good logins in a minute (more than the limit of ten) are all let in.
+    good = [
+        client.post("/dashboard/login", data={"token": ADMIN_TOKEN}, follow_redirects=False)
+        for _ in range(11)
+    ]
+    assert [response.status_code for response in good] == [303] * 11
+
     answers = [
         client.post("/dashboard/login", data={"token": "guess"}).status_code for _ in range(11)
     ]
     assert answers[:10] == [401] * 10
     assert answers[10] == 429
+    # Once limited, the right token waits too: an answer must not tell a guess apart.
+    limited = client.post("/dashboard/login", data={"token": ADMIN_TOKEN})
+    assert limited.status_code == 429
+    assert "try again in" in limited.text
 
 
 def test_switched_off_dashboard_answers_404(deployment: Deployment) -> None:
@@ -311,3 +390,182 @@ def test_switched_off_dashboard_answers_404(deployment: Deployment) -> None:
         assert client.get("/dashboard/login").status_code == 404
         assert client.get("/dashboard", follow_redirects=False).status_code == 404
         assert client.post("/dashboard/login", data={"token": ADMIN_TOKEN}).status_code == 404
+
+
+def test_schedules_in_words_come_from_the_jobs_cron_and_timezone(deployment: Deployment) -> None:
+    weekdays = {
+        "id": "weekday-report",
+        "job": "daily_report",
+        "cron": "30 9 * * 1-5",
+        "timezone": "Asia/Kolkata",
+        "description": "Weekdays in India",
+    }
+    deployment.write([*CRON_JOBS, weekdays])
+    with deployment.client() as client:
+        reminder = client.post(
+            "/subscribe", json={"email": "ada@example.com", "delay_seconds": 3600}
+        ).json()
+        job = client.get("/jobs/weekday-report", headers=ADMIN).json()
+        assert (job["cron"], job["timezone"]) == ("30 9 * * 1-5", "Asia/Kolkata")
+        log_in(client)
+
+        jobs = client.get("/dashboard/jobs").text
+        assert "At 09:30, Monday through Friday <small>(Asia/Kolkata)</small>" in jobs
+        assert "At 08:00, every day <small>(Europe/Berlin)</small>" in jobs
+        # A reminder has no cron fields: its schedule is the service's text.
+        assert f"Once, at {reminder['remind_at'][:19]}Z" in jobs
+
+        page = client.get("/dashboard/jobs/weekday-report").text
+        assert "<dd>At 09:30, Monday through Friday</dd>" in page
+        assert "<th>Asia/Kolkata</th>" in page
+        assert "IST (UTC+0530)" in page  # the next fires in the job's own zone
+
+
+def test_resign_leadership_from_the_overview(client: TestClient) -> None:
+    log_in(client)
+    before = client.get("/admin/cluster", headers=ADMIN).json()["leader"]
+    assert before is not None
+
+    overview = client.get("/dashboard").text
+    kind, text = confirm_and_post(client, overview, "resign_leadership")
+    assert (kind, text) == (
+        "ok",
+        f"Asked leader {before['id']} (term {before['term']}) to step down.",
+    )
+
+    # The lease was given up: nobody leads, or a new term has begun since.
+    after = client.get("/admin/cluster", headers=ADMIN).json()["leader"]
+    assert after is None or after["term"] > before["term"]
+    (entry,) = audit_entries(client, action="resign_leadership")
+    assert (entry["source"], entry["outcome"], entry["target"]) == ("dashboard", "ok", None)
+    assert entry["actor"].startswith("dashboard login from ")
+    assert entry["detail"] == text
+
+
+@pytest.fixture
+def user_jobs(tmp_path: Path, database_url: str) -> Iterator[tuple[TestClient, str]]:
+    tag = uuid.uuid4().hex[:8]
+    folder = tmp_path / "deployment"
+    folder.mkdir()
+    name = f"dashboard_jobs_{tag}"
+    (folder / f"{name}.py").write_text(textwrap.dedent(JOBS_MODULE.format(tag=tag)))
+    settings = make_settings(
+        tmp_path, database_url, job_modules=[name], config_file=folder / "config.yaml"
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client, tag
+    sys.modules.pop(name, None)
+
+
+def show_task(client: TestClient, task_id: str) -> dict[str, Any]:
+    shown: dict[str, Any] = client.get(f"/tasks/{task_id}", headers=ADMIN).json()
+    return shown
+
+
+def finished(client: TestClient, task_id: str) -> dict[str, Any] | None:
+    shown = show_task(client, task_id)
+    return None if shown["finished_at"] is None else shown
+
+
+def test_retry_one_failed_task_of_your_job(user_jobs: tuple[TestClient, str]) -> None:
+    client, tag = user_jobs
+    job = f"always_fails_{tag}"
+    task_id = client.post("/tasks", json={"job": job, "args": {}}, headers=ADMIN).json()["id"]
+    assert wait_until(partial(finished, client, task_id))["status"] == "failed"
+    log_in(client)
+
+    failed = client.get("/dashboard/failed", params={"job": job}).text
+    kind, text = confirm_and_post(client, failed, "retry_task", task_id)
+    assert (kind, text) == ("ok", f"Task {task_id} is scheduled again, to run now.")
+
+    # Run again (and failed again, a fresh series of one attempt): a second run on record.
+    def two_runs() -> list[Any] | None:
+        runs: list[Any] = client.get(f"/jobs/task:{task_id}/runs", headers=ADMIN).json()["items"]
+        return runs if len(runs) == 2 and all(run["finished_at"] for run in runs) else None
+
+    assert [run["outcome"] for run in wait_until(two_runs)] == ["error", "error"]
+    again = wait_until(partial(finished, client, task_id))
+    assert (again["status"], again["attempts"]) == ("failed", 1)
+    (entry,) = audit_entries(client, action="retry_task", target=task_id)
+    assert (entry["source"], entry["outcome"]) == ("dashboard", "ok")
+
+
+def test_retry_now_runs_a_task_waiting_for_its_automatic_retry(
+    user_jobs: tuple[TestClient, str], tmp_path: Path
+) -> None:
+    client, tag = user_jobs
+    job = f"fails_once_{tag}"
+    body = {"job": job, "args": {"path": str(tmp_path / "marker")}}
+    task_id = client.post("/tasks", json=body, headers=ADMIN).json()["id"]
+    waiting = wait_until(
+        lambda: (
+            (shown := show_task(client, task_id))["attempts"] == 1
+            and shown["status"] == "scheduled"
+            and shown
+        )
+    )
+    next_attempt = datetime.fromisoformat(waiting["next_attempt_at"])
+    assert next_attempt > datetime.now(UTC) + timedelta(minutes=50)  # an hour away
+    # Its job is listed as a task's: no cron fields.
+    listed = client.get(f"/jobs/task:{task_id}", headers=ADMIN).json()
+    assert (listed["kind"], listed["cron"], listed["timezone"]) == ("task", None, None)
+    log_in(client)
+
+    tasks = client.get("/dashboard/tasks", params={"what": "tasks", "job": job}).text
+    assert "Retry now" in tasks
+    kind, text = confirm_and_post(client, tasks, "retry_task", task_id)
+    assert (kind, text) == ("ok", f"Task {task_id} is scheduled again, to run now.")
+
+    # Run at once, not in an hour: its second attempt succeeds.
+    done = wait_until(partial(finished, client, task_id))
+    assert (done["status"], done["attempts"]) == ("succeeded", 2)
+    (entry,) = audit_entries(client, action="retry_task", target=task_id)
+    assert (entry["source"], entry["outcome"]) == ("dashboard", "ok")
+    # Nothing waits any more: the page no longer offers a retry of it.
+    after = client.get("/dashboard/tasks", params={"id": task_id}).text
+    assert task_id in after
+    assert f"action=retry_task&amp;target={task_id}&amp;" not in after
+
+
+def test_the_error_filter_of_the_failed_page_is_the_one_retry_all_uses(
+    client: TestClient, deployment: Deployment
+) -> None:
+    now = datetime.now(UTC)
+    # More recent failures than a page holds, none matching; the one that matches is older.
+    rows = [
+        reminder_task(
+            id=f"00000000-0000-4000-8000-{n:012d}",
+            status="failed",
+            attempts=3,
+            remind_at=now - timedelta(hours=1),
+            created_at=now - timedelta(hours=2),
+            finished_at=now - timedelta(minutes=n),
+            last_error="timed out" if n < 30 else "SMTP 550 mailbox unavailable",
+        )
+        for n in range(31)
+    ]
+    matching = rows[-1].id
+    engine = create_engine(deployment.overrides["database_url"])
+    try:
+        with Session(engine) as session:
+            session.add_all(rows)
+            session.commit()
+    finally:
+        engine.dispose()
+    csrf = log_in(client)
+
+    page = client.get("/dashboard/failed", params={"error_contains": "mailbox UNAVAILABLE"}).text
+    assert matching in page
+    assert "timed out" not in page
+    assert "Next page" not in page
+    everything = client.get("/dashboard/failed").text
+    assert "Next page" in everything  # unfiltered, the failures fill more than one page
+
+    # "Retry all matching" with the page's filter retries exactly what the page listed.
+    href = offered(page, "retry_reminders")
+    assert "error_contains=mailbox+UNAVAILABLE" in href
+    kind, text = act(
+        client, csrf, "retry_reminders", status="failed", error_contains="mailbox UNAVAILABLE"
+    )
+    assert (kind, text) == ("ok", "Retried 1 reminder(s).")
+    assert client.get(f"/reminders/{matching}", headers=ADMIN).json()["status"] != "failed"

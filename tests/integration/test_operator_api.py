@@ -125,6 +125,7 @@ def test_the_listing_orders_by_next_run_and_describes_each_job(api: httpx.Client
     assert first["source"] == "api"
     assert first["description"] == "Reminder to ada@example.com: Tea"
     assert first["trigger"] == f"date: {reminder['remind_at'][:19]}Z"
+    assert (first["cron"], first["timezone"]) == (None, None)
     assert first["next_run_time"] is not None
     assert report == {
         "id": "daily-report",
@@ -132,6 +133,8 @@ def test_the_listing_orders_by_next_run_and_describes_each_job(api: httpx.Client
         "job": "daily_report",
         "description": "Summary of the day",
         "trigger": "cron: 0 8 * * * (Europe/Berlin)",
+        "cron": "0 8 * * *",
+        "timezone": "Europe/Berlin",
         "schedule_text": "At 08:00, every day",
         "next_run_time": report["next_run_time"],
         "paused": False,
@@ -142,6 +145,15 @@ def test_the_listing_orders_by_next_run_and_describes_each_job(api: httpx.Client
     assert next_report.astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M") == "08:00"
     assert cleanup["paused"] is True
     assert cleanup["next_run_time"] is None
+    # A zone left out of config.yaml is UTC, and says so.
+    assert (cleanup["cron"], cleanup["timezone"]) == ("*/15 * * * *", "UTC")
+
+    # One job's detail carries the same fields as its item in the listing.
+    detail = api.get("/jobs/daily-report", headers=ADMIN).json()
+    assert (detail["cron"], detail["timezone"]) == ("0 8 * * *", "Europe/Berlin")
+    reminder_job = api.get(f"/jobs/reminder:{reminder['id']}", headers=ADMIN).json()
+    assert (reminder_job["cron"], reminder_job["timezone"]) == (None, None)
+    assert {key: reminder_job[key] for key in first} == first
 
     kinds = api.get("/jobs", params={"kind": "cron"}, headers=ADMIN).json()["items"]
     assert [item["id"] for item in kinds] == ["daily-report", "token-cleanup"]

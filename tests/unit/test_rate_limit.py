@@ -56,3 +56,15 @@ def test_memory_is_bounded_by_forgetting_the_least_recently_seen() -> None:
     assert limiter.acquire("d") is None  # "b" is forgotten to make room
     assert limiter.acquire("a") is not None  # "a" was kept, its bucket still empty
     assert limiter.acquire("b") is None  # "b" starts again
+
+
+def test_a_refunded_request_does_not_count_and_never_overfills_the_bucket() -> None:
+    limiter = RateLimiter(2, Clock())
+    for _ in range(5):
+        assert limiter.acquire("a") is None
+        limiter.refund("a")
+    limiter.refund("a")  # above a full bucket: ignored
+    limiter.refund("unknown")  # never seen: nothing to give back
+    assert limiter.acquire("a") is None
+    assert limiter.acquire("a") is None
+    assert limiter.acquire("a") == pytest.approx(30.0)
