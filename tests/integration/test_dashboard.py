@@ -27,8 +27,11 @@ from tests.support import (
     ADMIN,
     ADMIN_TOKEN,
     Deployment,
+    SmtpSink,
     make_settings,
     reminder_task,
+    smtp_mail,
+    wait_for_status,
     wait_until,
 )
 
@@ -525,6 +528,36 @@ def test_retry_now_runs_a_task_waiting_for_its_automatic_retry(
     after = client.get("/dashboard/tasks", params={"id": task_id}).text
     assert task_id in after
     assert f"action=retry_task&amp;target={task_id}&amp;" not in after
+
+
+def test_retry_now_sends_a_reminder_waiting_for_its_automatic_retry(
+    tmp_path: Path, database_url: str, smtp_sink: SmtpSink
+) -> None:
+    smtp_sink.replies = ["451 4.3.0 try again later"]
+    settings = make_settings(
+        tmp_path,
+        database_url,
+        mail=smtp_mail(smtp_sink.host, smtp_sink.port, timeout_s=2),
+        reminders={"max_attempts": 3, "retry_base_s": 3600, "retry_max_s": 3600},
+    )
+    with TestClient(create_app(settings)) as client:
+        created = client.post("/subscribe", json={"email": "ada@example.com", "delay_seconds": 0.1})
+        reminder_id = created.json()["id"]
+
+        def waiting() -> dict[str, Any] | None:
+            shown: dict[str, Any] = client.get(f"/reminders/{reminder_id}", headers=ADMIN).json()
+            return shown if shown["attempts"] == 1 and shown["next_attempt_at"] else None
+
+        assert wait_until(waiting)["status"] == "scheduled"
+        log_in(client)
+        tasks = client.get("/dashboard/tasks", params={"status": "scheduled"}).text
+        assert "Retry now" in tasks
+        kind, text = confirm_and_post(client, tasks, "retry_reminder", reminder_id)
+        assert (kind, text) == ("ok", f"Reminder {reminder_id} is scheduled again, to be sent now.")
+
+        assert wait_for_status(client, reminder_id, "sent")["attempts"] == 2
+        (entry,) = audit_entries(client, action="retry_reminder", target=reminder_id)
+        assert (entry["source"], entry["outcome"]) == ("dashboard", "ok")
 
 
 def test_the_error_filter_of_the_failed_page_is_the_one_retry_all_uses(
