@@ -38,8 +38,11 @@ def chromium_path() -> str:
     raise AssertionError("unreachable")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for the tests of one module. Not for the session: while Playwright's sync API
+    runs, its event loop is this thread's, and every later test that runs a loop of its own
+    would fail."""
     executable = chromium_path()
     try:
         from playwright.sync_api import sync_playwright
