@@ -380,3 +380,59 @@ def reminder_task(
         finished_at=finished_at or sent_at,
         **columns,
     )
+
+
+# Jobs of a user's module for operators' actions on tasks: one whose automatic retry waits an
+# hour after its first attempt fails, one that fails for good at once. {tag} keeps the names of
+# one test's jobs apart from another's.
+RETRYING_JOBS_MODULE = '''
+    from pathlib import Path
+
+    from scheduler_app import job
+
+
+    @job("fails_once_{tag}", max_attempts=3, retry_base_s=3600, retry_max_s=3600)
+    def fails_once(path: str) -> None:
+        """Fails on its first attempt; its automatic retry would wait an hour."""
+        marker = Path(path)
+        if not marker.exists():
+            marker.write_text("tried")
+            raise RuntimeError("first attempt fails")
+
+
+    @job("always_fails_{tag}", max_attempts=1)
+    def always_fails() -> None:
+        raise RuntimeError("boom")
+'''
+
+
+@contextlib.contextmanager
+def app_with_retrying_jobs(tmp_path: Path, database_url: str) -> Iterator[tuple[TestClient, str]]:
+    """The service with RETRYING_JOBS_MODULE's jobs registered: its client and the jobs' tag."""
+    import sys
+    import textwrap
+
+    tag = uuid.uuid4().hex[:8]
+    folder = tmp_path / "deployment"
+    folder.mkdir()
+    name = f"retrying_jobs_{tag}"
+    (folder / f"{name}.py").write_text(textwrap.dedent(RETRYING_JOBS_MODULE.format(tag=tag)))
+    settings = make_settings(
+        tmp_path, database_url, job_modules=[name], config_file=folder / "config.yaml"
+    )
+    try:
+        with TestClient(create_app(settings)) as client:
+            yield client, tag
+    finally:
+        sys.modules.pop(name, None)
+
+
+def show_task(client: TestClient, task_id: str) -> dict[str, Any]:
+    shown: dict[str, Any] = client.get(f"/tasks/{task_id}", headers=ADMIN).json()
+    return shown
+
+
+def finished_task(client: TestClient, task_id: str) -> dict[str, Any] | None:
+    """The task once it has finished, else None (for wait_until)."""
+    shown = show_task(client, task_id)
+    return None if shown["finished_at"] is None else shown

@@ -20,7 +20,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from scheduler_app.cron.entries import CronJobSpec
+from scheduler_app.cron.entries import OPTIONAL_KEYS, REQUIRED_KEYS, CronJobSpec
 from scheduler_app.db.models import CronJob
 from scheduler_app.engine.executor import registered_job
 
@@ -62,18 +62,9 @@ def stored_fingerprints(session: Session) -> dict[str, str]:
     }
 
 
-# The fields of a cron job an operator compares, in the order shown.
-_COMPARED = (
-    "job",
-    "cron",
-    "timezone",
-    "args",
-    "kwargs",
-    "enabled",
-    "misfire_grace_s",
-    "coalesce",
-    "description",
-)
+# The fields of a cron job an operator compares, in the order shown: every key of an entry
+# but its id.
+_COMPARED = tuple(key for key in (*REQUIRED_KEYS, *OPTIONAL_KEYS) if key != "id")
 
 
 @dataclass(frozen=True)

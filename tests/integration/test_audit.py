@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
-import uuid
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -24,32 +22,16 @@ from tests.support import (
     ADMIN_TOKEN,
     Deployment,
     SmtpSink,
+    app_with_retrying_jobs,
+    finished_task,
     live_server,
     make_settings,
+    show_task,
     smtp_mail,
     wait_for_status,
     wait_until,
 )
 
-JOBS_MODULE = '''
-    from pathlib import Path
-
-    from scheduler_app import job
-
-
-    @job("fails_once_{tag}", max_attempts=3, retry_base_s=3600, retry_max_s=3600)
-    def fails_once(path: str) -> None:
-        """Fails on its first attempt; its automatic retry would wait an hour."""
-        marker = Path(path)
-        if not marker.exists():
-            marker.write_text("tried")
-            raise RuntimeError("first attempt fails")
-
-
-    @job("always_fails_{tag}", max_attempts=1)
-    def always_fails() -> None:
-        raise RuntimeError("boom")
-'''
 CRON_JOBS = [{"id": "token-cleanup", "job": "token_cleanup", "cron": "*/15 * * * *"}]
 
 
@@ -137,28 +119,8 @@ def test_command_line_actions_are_recorded_as_the_command_lines(deployment: Depl
 
 @pytest.fixture
 def user_jobs(tmp_path: Path, database_url: str) -> Iterator[tuple[TestClient, str]]:
-    tag = uuid.uuid4().hex[:8]
-    folder = tmp_path / "deployment"
-    folder.mkdir()
-    name = f"audit_jobs_{tag}"
-    (folder / f"{name}.py").write_text(textwrap.dedent(JOBS_MODULE.format(tag=tag)))
-    settings = make_settings(
-        tmp_path, database_url, job_modules=[name], config_file=folder / "config.yaml"
-    )
-    with TestClient(create_app(settings)) as client:
-        yield client, tag
-    sys.modules.pop(name, None)
-
-
-def show_task(client: TestClient, task_id: str) -> dict[str, Any]:
-    shown: dict[str, Any] = client.get(f"/tasks/{task_id}", headers=ADMIN).json()
-    return shown
-
-
-def finished(client: TestClient, task_id: str) -> dict[str, Any] | None:
-    """The task once it has finished, else None."""
-    shown = show_task(client, task_id)
-    return None if shown["finished_at"] is None else shown
+    with app_with_retrying_jobs(tmp_path, database_url) as running:
+        yield running
 
 
 def test_retry_now_runs_a_task_waiting_for_its_automatic_retry(
@@ -180,7 +142,7 @@ def test_retry_now_runs_a_task_waiting_for_its_automatic_retry(
     retried = client.post(f"/tasks/{task_id}/retry", headers=ADMIN)
     assert retried.status_code == 200, retried.text
     assert retried.json()["attempts"] == 1  # the same series of attempts, its next one now
-    done = wait_until(partial(finished, client, task_id))
+    done = wait_until(partial(finished_task, client, task_id))
     assert done["status"] == "succeeded"
     assert done["attempts"] == 2
     # Nothing left to retry: a succeeded task answers 409, and that is recorded too.
@@ -199,14 +161,14 @@ def test_every_failed_task_of_a_job_is_retried_at_once(
     ids = [client.post("/tasks", json={"job": job, "args": {}}, headers=ADMIN).json()["id"]]
     ids.append(client.post("/tasks", json={"job": job, "args": {}}, headers=ADMIN).json()["id"])
     for task_id in ids:
-        assert wait_until(partial(finished, client, task_id))["status"] == "failed"
+        assert wait_until(partial(finished_task, client, task_id))["status"] == "failed"
 
     retried = client.post("/tasks/retry", json={"job": job}, headers=ADMIN)
     assert retried.status_code == 200, retried.text
     assert sorted(retried.json()["requeued"]) == sorted(ids)
     for task_id in ids:
         # Requeued before the answer (finished_at cleared), failed again since.
-        again = wait_until(partial(finished, client, task_id))
+        again = wait_until(partial(finished_task, client, task_id))
         assert (again["status"], again["attempts"]) == ("failed", 1)
     assert client.post(
         "/tasks/retry", json={"job": job, "status": "running"}, headers=ADMIN

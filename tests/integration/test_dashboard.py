@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import html
 import re
-import sys
-import textwrap
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -28,8 +25,11 @@ from tests.support import (
     ADMIN_TOKEN,
     Deployment,
     SmtpSink,
+    app_with_retrying_jobs,
+    finished_task,
     make_settings,
     reminder_task,
+    show_task,
     smtp_mail,
     wait_for_status,
     wait_until,
@@ -60,24 +60,6 @@ FLASH = re.compile(r'<p class="flash (\w+)" role="status">([^<]*)</p>')
 FORM = re.compile(r'<form method="post" action="([^"]+/actions/[^"]+)"[^>]*>(.*?)</form>', re.S)
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 # Your own jobs, for tasks: one whose automatic retry waits an hour, one that always fails.
-JOBS_MODULE = """
-    from pathlib import Path
-
-    from scheduler_app import job
-
-
-    @job("fails_once_{tag}", max_attempts=3, retry_base_s=3600, retry_max_s=3600)
-    def fails_once(path: str) -> None:
-        marker = Path(path)
-        if not marker.exists():
-            marker.write_text("tried")
-            raise RuntimeError("first attempt fails")
-
-
-    @job("always_fails_{tag}", max_attempts=1)
-    def always_fails() -> None:
-        raise RuntimeError("boom")
-"""
 
 
 @pytest.fixture
@@ -447,34 +429,15 @@ def test_resign_leadership_from_the_overview(client: TestClient) -> None:
 
 @pytest.fixture
 def user_jobs(tmp_path: Path, database_url: str) -> Iterator[tuple[TestClient, str]]:
-    tag = uuid.uuid4().hex[:8]
-    folder = tmp_path / "deployment"
-    folder.mkdir()
-    name = f"dashboard_jobs_{tag}"
-    (folder / f"{name}.py").write_text(textwrap.dedent(JOBS_MODULE.format(tag=tag)))
-    settings = make_settings(
-        tmp_path, database_url, job_modules=[name], config_file=folder / "config.yaml"
-    )
-    with TestClient(create_app(settings)) as client:
-        yield client, tag
-    sys.modules.pop(name, None)
-
-
-def show_task(client: TestClient, task_id: str) -> dict[str, Any]:
-    shown: dict[str, Any] = client.get(f"/tasks/{task_id}", headers=ADMIN).json()
-    return shown
-
-
-def finished(client: TestClient, task_id: str) -> dict[str, Any] | None:
-    shown = show_task(client, task_id)
-    return None if shown["finished_at"] is None else shown
+    with app_with_retrying_jobs(tmp_path, database_url) as running:
+        yield running
 
 
 def test_retry_one_failed_task_of_your_job(user_jobs: tuple[TestClient, str]) -> None:
     client, tag = user_jobs
     job = f"always_fails_{tag}"
     task_id = client.post("/tasks", json={"job": job, "args": {}}, headers=ADMIN).json()["id"]
-    assert wait_until(partial(finished, client, task_id))["status"] == "failed"
+    assert wait_until(partial(finished_task, client, task_id))["status"] == "failed"
     log_in(client)
 
     failed = client.get("/dashboard/failed", params={"job": job}).text
@@ -487,7 +450,7 @@ def test_retry_one_failed_task_of_your_job(user_jobs: tuple[TestClient, str]) ->
         return runs if len(runs) == 2 and all(run["finished_at"] for run in runs) else None
 
     assert [run["outcome"] for run in wait_until(two_runs)] == ["error", "error"]
-    again = wait_until(partial(finished, client, task_id))
+    again = wait_until(partial(finished_task, client, task_id))
     assert (again["status"], again["attempts"]) == ("failed", 1)
     (entry,) = audit_entries(client, action="retry_task", target=task_id)
     assert (entry["source"], entry["outcome"]) == ("dashboard", "ok")
@@ -521,7 +484,7 @@ def test_retry_now_runs_a_task_waiting_for_its_automatic_retry(
     assert (kind, text) == ("ok", f"Task {task_id} is scheduled again, to run now.")
 
     # Run at once, not in an hour: its second attempt succeeds.
-    done = wait_until(partial(finished, client, task_id))
+    done = wait_until(partial(finished_task, client, task_id))
     assert (done["status"], done["attempts"]) == ("succeeded", 2)
     (entry,) = audit_entries(client, action="retry_task", target=task_id)
     assert (entry["source"], entry["outcome"]) == ("dashboard", "ok")
