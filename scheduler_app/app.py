@@ -46,7 +46,8 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     # Added last, so outermost: the body limit's own answers (413, 400, 422) carry the id too.
     app.add_middleware(RequestIdMiddleware)
-    app.include_router(scheduler.router)
+    # Added as routes, not as an included router, for the reason given in Scheduler.__init__.
+    app.router.routes.extend(scheduler.router.routes)
     install_docs(app)
     document_service(app, max_body_bytes=MAX_BODY_BYTES)
     return app

@@ -131,6 +131,13 @@ def test_no_secret_reaches_the_log_at_debug_level(
         for path in ("/jobs", "/tasks", "/runs", "/admin/cluster", "/reminders?email=a@b.example"):
             assert client.get(path, headers=admin).status_code == 200, path
         client.get("/metrics", headers={"Authorization": f"Bearer {secret['metrics token']}"})
+        # The dashboard: a wrong token typed in, then the admin token; its session cookie is a
+        # secret too.
+        refused = client.post("/dashboard/login", data={"token": secret["wrong bearer token"]})
+        assert refused.status_code == 401
+        client.post("/dashboard/login", data={"token": ADMIN_TOKEN})
+        secret["dashboard session cookie"] = client.cookies["dashboard_session"]
+        assert client.get("/dashboard/jobs").status_code == 200
 
         def attempted() -> bool:
             shown = client.get(f"/reminders/{due['id']}", headers=admin).json()
