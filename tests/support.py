@@ -436,3 +436,28 @@ def finished_task(client: TestClient, task_id: str) -> dict[str, Any] | None:
     """The task once it has finished, else None (for wait_until)."""
     shown = show_task(client, task_id)
     return None if shown["finished_at"] is None else shown
+
+
+@contextlib.contextmanager
+def reminder_waiting_for_its_retry(
+    tmp_path: Path, database_url: str, sink: SmtpSink
+) -> Iterator[tuple[TestClient, str]]:
+    """The service and a reminder whose first delivery the sink refused for now: it waits an
+    hour for its automatic retry (scheduled, one attempt, next_attempt_at set)."""
+    sink.replies = ["451 4.3.0 try again later"]
+    settings = make_settings(
+        tmp_path,
+        database_url,
+        mail=smtp_mail(sink.host, sink.port, timeout_s=2),
+        reminders={"max_attempts": 3, "retry_base_s": 3600, "retry_max_s": 3600},
+    )
+    with TestClient(create_app(settings)) as client:
+        created = client.post("/subscribe", json={"email": "ada@example.com", "delay_seconds": 0.1})
+        reminder_id: str = created.json()["id"]
+
+        def waiting() -> dict[str, Any] | None:
+            shown: dict[str, Any] = client.get(f"/reminders/{reminder_id}", headers=ADMIN).json()
+            return shown if shown["attempts"] == 1 and shown["next_attempt_at"] else None
+
+        assert wait_until(waiting)["status"] == "scheduled"
+        yield client, reminder_id

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
@@ -11,6 +11,7 @@ from scheduler_app.api.errors import ServiceRoute
 from scheduler_app.api.params import Cursor, Limit
 from scheduler_app.api.responses import ADMIN, DATABASE, INVALID, merge
 from scheduler_app.api.schemas import AuditEntryPublic, AuditPage
+from scheduler_app.audit.service import Source
 
 router = APIRouter(
     prefix="/admin", tags=["admin"], dependencies=[AdminDep], route_class=ServiceRoute
@@ -24,7 +25,7 @@ router = APIRouter(
 )
 def list_audit_entries(
     runtime: RuntimeDep,
-    source: Literal["api", "cli", "dashboard"] | None = None,
+    source: Source | None = None,
     action: Annotated[str | None, Query(max_length=64, description="e.g. pause_job.")] = None,
     target: Annotated[str | None, Query(max_length=300, description="A job or task id.")] = None,
     limit: Limit = 50,

@@ -6,11 +6,10 @@ The engine never imports a metrics library: it calls a RunObserver passed in (th
 
 from __future__ import annotations
 
-from typing import Protocol
 
-
-class RunObserver(Protocol):
-    """Told by the executor, on the event loop, how each run and each task attempt ended.
+class RunObserver:
+    """Told by the executor, on the event loop, how each run and each task attempt ended; this
+    base hears and does nothing (NO_OBSERVER), an observer overrides what it listens to.
 
     Calls must be quick and never raise: they sit on the path of every job.
     """
@@ -35,25 +34,11 @@ class RunObserver(Protocol):
                 not start or that an operator asked for.
             duration_s: how long the job function ran; None for a run that did not start.
         """
+        return
 
     def attempt(self, job: str, outcome: str) -> None:
         """A task's attempt ended (job: the job's name); outcome: an AttemptOutcome."""
+        return
 
 
-class _NoObserver:
-    def run(
-        self,
-        job: str,
-        outcome: str,
-        *,
-        task: bool,
-        lag_s: float | None = None,
-        duration_s: float | None = None,
-    ) -> None:
-        return None
-
-    def attempt(self, job: str, outcome: str) -> None:
-        return None
-
-
-NO_OBSERVER: RunObserver = _NoObserver()
+NO_OBSERVER = RunObserver()

@@ -2,7 +2,7 @@
 
 Counters and histograms count what this process saw (each process of a cluster serves its
 own; Prometheus sums them); gauges read from the database are the same in every process (see
-metrics.database). The engine reports through the RunObserver protocol (engine.observer),
+metrics.database). The engine reports through a RunObserver (engine.observer),
 which Metrics implements: nothing in the engine imports prometheus_client.
 """
 
@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 
 from scheduler_app.db.models import RunOutcome
 from scheduler_app.engine.executor import RegisteredJob
+from scheduler_app.engine.observer import RunObserver
 from scheduler_app.metrics.database import (
     DEFAULT_REFRESH_S,
     DatabaseGauges,
@@ -51,7 +52,7 @@ DECLARED_ATTEMPT_OUTCOMES = (
 )
 
 
-class Metrics:
+class Metrics(RunObserver):
     """The metrics of one running service, on a registry of its own (never the library's
     global one: two services in one process, as tests run them, count apart)."""
 

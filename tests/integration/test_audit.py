@@ -15,7 +15,6 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from scheduler_app.app import create_app
 from scheduler_app.builtin import REGISTRY
 from tests.support import (
     ADMIN,
@@ -25,9 +24,8 @@ from tests.support import (
     app_with_retrying_jobs,
     finished_task,
     live_server,
-    make_settings,
+    reminder_waiting_for_its_retry,
     show_task,
-    smtp_mail,
     wait_for_status,
     wait_until,
 )
@@ -180,22 +178,7 @@ def test_every_failed_task_of_a_job_is_retried_at_once(
 def test_retry_now_delivers_a_reminder_waiting_for_its_automatic_retry(
     tmp_path: Path, database_url: str, smtp_sink: SmtpSink
 ) -> None:
-    smtp_sink.replies = ["451 4.3.0 try again later"]
-    settings = make_settings(
-        tmp_path,
-        database_url,
-        mail=smtp_mail(smtp_sink.host, smtp_sink.port, timeout_s=2),
-        reminders={"max_attempts": 3, "retry_base_s": 3600, "retry_max_s": 3600},
-    )
-    with TestClient(create_app(settings)) as client:
-        created = client.post("/subscribe", json={"email": "ada@example.com", "delay_seconds": 0.1})
-        reminder_id = created.json()["id"]
-
-        def waiting() -> dict[str, Any] | None:
-            shown: dict[str, Any] = client.get(f"/reminders/{reminder_id}", headers=ADMIN).json()
-            return shown if shown["attempts"] == 1 and shown["next_attempt_at"] else None
-
-        assert wait_until(waiting)["status"] == "scheduled"
+    with reminder_waiting_for_its_retry(tmp_path, database_url, smtp_sink) as (client, reminder_id):
         retried = client.post(f"/reminders/{reminder_id}/retry", headers=ADMIN)
         assert retried.status_code == 200, retried.text
         shown = wait_for_status(client, reminder_id, "sent")

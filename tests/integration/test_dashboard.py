@@ -16,7 +16,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, insert, select
 from sqlalchemy.orm import Session
 
-from scheduler_app.app import create_app
 from scheduler_app.builtin import REGISTRY
 from scheduler_app.db.models import DashboardSession, QuarantinedJob
 from scheduler_app.security import hash_token
@@ -27,10 +26,9 @@ from tests.support import (
     SmtpSink,
     app_with_retrying_jobs,
     finished_task,
-    make_settings,
     reminder_task,
+    reminder_waiting_for_its_retry,
     show_task,
-    smtp_mail,
     wait_for_status,
     wait_until,
 )
@@ -497,22 +495,7 @@ def test_retry_now_runs_a_task_waiting_for_its_automatic_retry(
 def test_retry_now_sends_a_reminder_waiting_for_its_automatic_retry(
     tmp_path: Path, database_url: str, smtp_sink: SmtpSink
 ) -> None:
-    smtp_sink.replies = ["451 4.3.0 try again later"]
-    settings = make_settings(
-        tmp_path,
-        database_url,
-        mail=smtp_mail(smtp_sink.host, smtp_sink.port, timeout_s=2),
-        reminders={"max_attempts": 3, "retry_base_s": 3600, "retry_max_s": 3600},
-    )
-    with TestClient(create_app(settings)) as client:
-        created = client.post("/subscribe", json={"email": "ada@example.com", "delay_seconds": 0.1})
-        reminder_id = created.json()["id"]
-
-        def waiting() -> dict[str, Any] | None:
-            shown: dict[str, Any] = client.get(f"/reminders/{reminder_id}", headers=ADMIN).json()
-            return shown if shown["attempts"] == 1 and shown["next_attempt_at"] else None
-
-        assert wait_until(waiting)["status"] == "scheduled"
+    with reminder_waiting_for_its_retry(tmp_path, database_url, smtp_sink) as (client, reminder_id):
         log_in(client)
         tasks = client.get("/dashboard/tasks", params={"status": "scheduled"}).text
         assert "Retry now" in tasks
